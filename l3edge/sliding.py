@@ -1,0 +1,74 @@
+"""Model-agnostic sliding-window inference over a normalised model-space image.
+
+``run`` is any callable mapping a float32 batch [B, C, H, W] to an array whose first two axes are [B, 2] and whose
+remaining axes (if any) hold one prediction per window position (the fully convolutional 'strip' output,
+[B, 2, K, 1]). The OpenVINO runtime and the torch evaluation tools both go through these functions, so serving and
+evaluation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from l3edge.errors import UsageError
+from l3edge.preprocess import cut_windows, window_tops
+
+RunFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _as_positions(out: np.ndarray) -> np.ndarray:
+    """[B, 2, ...] -> [B, K, 2]."""
+    out = np.asarray(out, dtype=np.float32)
+    b = out.shape[0]
+    return out.reshape(b, 2, -1).transpose(0, 2, 1)
+
+
+def predict_windows(
+    run: RunFn, channels: np.ndarray, window_height: int, stride: int, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window path: cut every window at ``stride`` and run them in batches.
+
+    Returns (tops [N], predictions [N, 2]) with column 0 the offset and column 1 the presence logit.
+    """
+    tops = window_tops(channels.shape[1], window_height, stride)
+    preds = np.zeros((tops.size, 2), dtype=np.float32)
+    for i in range(0, tops.size, batch_size):
+        batch = cut_windows(channels, tops[i : i + batch_size], window_height)
+        preds[i : i + batch.shape[0]] = _as_positions(run(batch))[:, 0, :]
+    return tops, preds
+
+
+def predict_strip(
+    run: RunFn, channels: np.ndarray, window_height: int, stride: int, output_stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Strip path: run the fully convolutional model once per sub-stride shift over the whole image.
+
+    With output stride S and window stride s (s divides S, or is a multiple of S), the model runs S/s times on
+    ``channels[:, shift:]`` and output k of shift ``shift`` is the window whose top is ``shift + S * k``.
+    Returns the same (tops, predictions) as :func:`predict_windows` for a shift-equivariant model.
+    """
+    if stride % output_stride and output_stride % stride:
+        raise UsageError(f"stride {stride} must divide the model's output stride {output_stride} or be a multiple of it")
+    rows = channels.shape[1]
+    tops_all, preds_all = [], []
+    for shift in range(0, output_stride, min(stride, output_stride)):
+        n = (rows - shift - window_height) // output_stride + 1
+        if n <= 0:
+            continue
+        strip = channels[None, :, shift : shift + window_height + (n - 1) * output_stride]
+        pos = _as_positions(run(np.ascontiguousarray(strip)))[0]
+        tops = shift + output_stride * np.arange(pos.shape[0])
+        tops_all.append(tops)
+        preds_all.append(pos)
+    if not tops_all:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.float32)
+    tops = np.concatenate(tops_all)
+    preds = np.concatenate(preds_all)
+    order = np.argsort(tops, kind="stable")
+    tops, preds = tops[order], preds[order]
+    if stride > output_stride:
+        keep = tops % stride == 0
+        tops, preds = tops[keep], preds[keep]
+    return tops.astype(np.int64), preds

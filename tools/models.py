@@ -1,0 +1,143 @@
+"""Networks for L3 regression (torch; tools only).
+
+All models are fully convolutional with an output stride of 16 model pixels: run on a strip of height
+``H_strip`` and width ``window_width_px`` they return ``[B, 2, K, 1]`` where output ``k`` is the prediction for the
+window whose top is row ``16 * k`` of the strip (channel 0: L3 row minus window top, in pixels; channel 1: 'L3 in
+this window' logit). Run on exactly one window they return ``[B, 2, 1, 1]``. The head is a convolution whose kernel
+spans one window of the stride-16 feature map, i.e. a dense layer over the window's features applied at every
+window position, so the trunk can be computed once over the whole MIP.
+
+``VGG16`` mirrors torchvision's layer names, so a torchvision ImageNet state dict loads unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OUTPUT_STRIDE = 16
+IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VGG16_CFG: Sequence[int | str] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def _vgg_features(cfg: Sequence[int | str], in_channels: int = 3) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    c = in_channels
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(c, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            c = int(v)
+    return nn.Sequential(*layers)
+
+
+class VGG16(nn.Module):
+    """torchvision's VGG16 layout (features / avgpool / classifier), for loading ImageNet state dicts."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.features = _vgg_features(VGG16_CFG)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _last_out_channels(seq: nn.Sequential) -> int:
+    convs = [m for m in seq.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
+
+
+class L3Net(nn.Module):
+    """Trunk (stride 16) + convolutional window head -> [B, 2, K, 1]."""
+
+    def __init__(self, features: nn.Sequential, window_height_px: int, window_width_px: int, hidden: int = 256):
+        super().__init__()
+        if window_height_px % OUTPUT_STRIDE or window_width_px % OUTPUT_STRIDE:
+            raise ValueError(f"window size must be a multiple of {OUTPUT_STRIDE} pixels")
+        self.features = features
+        c = _last_out_channels(features)
+        kh, kw = window_height_px // OUTPUT_STRIDE, window_width_px // OUTPUT_STRIDE
+        self.head = nn.Sequential(
+            nn.Conv2d(c, hidden, kernel_size=(kh, kw)),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.2),
+            nn.Conv2d(hidden, 2, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _init(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
+def vgg16_l3(window_height_px: int, window_width_px: int, in_channels: int = 3, hidden: int = 256) -> L3Net:
+    """VGG16 conv1_1..conv5_3 with pool1..pool4 (pool5 dropped: stride 16), then the window head.
+
+    Layer names ``features.0`` .. ``features.28`` are torchvision's, so ImageNet weights load unchanged.
+    """
+    if in_channels != 3:
+        raise ValueError("vgg16 takes 3 input channels (replicated or three intensity windows)")
+    features = VGG16().features[:30]  # drop pool5 (index 30): it has no weights
+    model = L3Net(features, window_height_px, window_width_px, hidden)
+    _init(model)
+    return model
+
+
+def cnn4_l3(window_height_px: int, window_width_px: int, in_channels: int = 3, hidden: int = 64) -> L3Net:
+    """The seed's small from-scratch baseline ('CNN4'): four conv + pool stages (stride 16)."""
+    features = nn.Sequential(*_vgg_features((16, "M", 32, "M", 64, "M", 64, "M"), in_channels))
+    model = L3Net(features, window_height_px, window_width_px, hidden)
+    _init(model)
+    return model
+
+
+ARCHITECTURES = {"vgg16": vgg16_l3, "cnn4": cnn4_l3}
+
+
+def build_model(arch: str, window_height_px: int, window_width_px: int, in_channels: int = 3) -> L3Net:
+    try:
+        factory = ARCHITECTURES[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}") from None
+    return factory(window_height_px, window_width_px, in_channels)
+
+
+def load_imagenet_features(model: L3Net, source: str | Path) -> int:
+    """Copy torchvision VGG16 ImageNet conv weights into ``model.features``.
+
+    ``source`` is a path to a torchvision ``vgg16-*.pth`` state dict, or ``imagenet`` to fetch torchvision's file
+    (needs the network; cached by torch.hub). Returns the number of tensors copied.
+    """
+    if str(source) == "imagenet":
+        state = torch.hub.load_state_dict_from_url(IMAGENET_URL, progress=True, map_location="cpu")
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    full = VGG16()
+    full.load_state_dict(state, strict=True)  # proves the file is a torchvision VGG16 state dict
+    own = model.features.state_dict()
+    theirs = {k: v for k, v in full.features.state_dict().items() if k in own}
+    missing = set(own) - set(theirs)
+    if missing:
+        raise ValueError(f"pretrained state dict lacks {sorted(missing)}")
+    model.features.load_state_dict(theirs, strict=True)
+    return len(theirs)
