@@ -87,22 +87,43 @@ def _init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def vgg16_l3(window_height_px: int, window_width_px: int, in_channels: int = 3, hidden: int = 256) -> L3Net:
+def _with_widths(cfg: Sequence[int | str], widths: Sequence[int] | None) -> list[int | str]:
+    """Replace the conv widths of ``cfg`` (e.g. after filter pruning) keeping the pooling layout."""
+    if widths is None:
+        return list(cfg)
+    it = iter(widths)
+    out = [v if v == "M" else int(next(it)) for v in cfg]
+    if next(it, None) is not None or sum(v != "M" for v in cfg) != len(widths):
+        raise ValueError("widths must give one channel count per conv layer")
+    return out
+
+
+def vgg16_l3(
+    window_height_px: int, window_width_px: int, in_channels: int = 3, hidden: int = 256,
+    widths: Sequence[int] | None = None,
+) -> L3Net:
     """VGG16 conv1_1..conv5_3 with pool1..pool4 (pool5 dropped: stride 16), then the window head.
 
     Layer names ``features.0`` .. ``features.28`` are torchvision's, so ImageNet weights load unchanged.
+    ``widths`` (13 conv channel counts) rebuilds a filter-pruned VGG16.
     """
     if in_channels != 3:
         raise ValueError("vgg16 takes 3 input channels (replicated or three intensity windows)")
-    features = VGG16().features[:30]  # drop pool5 (index 30): it has no weights
+    features = _vgg_features(_with_widths(VGG16_CFG, widths))[:30]  # drop pool5 (index 30): it has no weights
     model = L3Net(features, window_height_px, window_width_px, hidden)
     _init(model)
     return model
 
 
-def cnn4_l3(window_height_px: int, window_width_px: int, in_channels: int = 3, hidden: int = 64) -> L3Net:
+CNN4_CFG: Sequence[int | str] = (16, "M", 32, "M", 64, "M", 64, "M")
+
+
+def cnn4_l3(
+    window_height_px: int, window_width_px: int, in_channels: int = 3, hidden: int = 64,
+    widths: Sequence[int] | None = None,
+) -> L3Net:
     """The seed's small from-scratch baseline ('CNN4'): four conv + pool stages (stride 16)."""
-    features = nn.Sequential(*_vgg_features((16, "M", 32, "M", 64, "M", 64, "M"), in_channels))
+    features = _vgg_features(_with_widths(CNN4_CFG, widths), in_channels)
     model = L3Net(features, window_height_px, window_width_px, hidden)
     _init(model)
     return model
@@ -111,12 +132,25 @@ def cnn4_l3(window_height_px: int, window_width_px: int, in_channels: int = 3, h
 ARCHITECTURES = {"vgg16": vgg16_l3, "cnn4": cnn4_l3}
 
 
-def build_model(arch: str, window_height_px: int, window_width_px: int, in_channels: int = 3) -> L3Net:
+def build_model(
+    arch: str, window_height_px: int, window_width_px: int, in_channels: int = 3,
+    hidden: int | None = None, widths: Sequence[int] | None = None,
+) -> L3Net:
+    """Build an L3Net; ``hidden`` (head width) and ``widths`` (conv channels) describe pruned variants."""
     try:
         factory = ARCHITECTURES[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}") from None
-    return factory(window_height_px, window_width_px, in_channels)
+    kwargs: dict = {"widths": widths}
+    if hidden is not None:
+        kwargs["hidden"] = hidden
+    return factory(window_height_px, window_width_px, in_channels, **kwargs)
+
+
+def describe(model: L3Net) -> dict:
+    """Architecture numbers needed to rebuild ``model`` (conv widths and head width), e.g. after pruning."""
+    convs = [m for m in model.features.modules() if isinstance(m, nn.Conv2d)]
+    return {"widths": [c.out_channels for c in convs], "hidden": model.head[0].out_channels}
 
 
 def load_imagenet_features(model: L3Net, source: str | Path) -> int:
