@@ -1,0 +1,276 @@
+"""The public API: a reusable L3 locator and a one-shot ``locate``.
+
+Pipeline per scan: read the frontal MIP (l3edge.scan) -> model space (preprocess) -> windows through the model
+(sliding, runtime) -> ramp correlation (postprocess) -> model-space row to patient z -> nearest slice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from l3edge.errors import UsageError
+from l3edge.metadata import ModelMetadata
+from l3edge.postprocess import fit_ramp
+from l3edge.preprocess import normalize, to_model_space
+from l3edge.result import L3Result
+from l3edge.runtime import ModelLocation, OVModel, resolve_model
+from l3edge.series import Projection
+from l3edge.sliding import predict_strip, predict_windows
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["auto", "strip", "window"]
+MODES: tuple[str, ...] = ("auto", "strip", "window")
+MEMORY_PATH = "<memory>"
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+class L3Locator:
+    """Finds the L3 slice in CT scans with one loaded model. Load once, call :meth:`predict` many times.
+
+    Not thread-safe (one OpenVINO infer request): use one locator per thread.
+    """
+
+    def __init__(
+        self,
+        model: OVModel,
+        stride: int | None = None,
+        mode: Mode | str = "auto",
+        location: ModelLocation | None = None,
+    ) -> None:
+        self.model = model
+        """The compiled model."""
+        self.location = location or ModelLocation(model.path, "argument")
+        """Where the model was found."""
+        if mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode == "strip" and model.metadata.output_stride_px is None:
+            raise UsageError(
+                "mode 'strip' needs a fully convolutional model (its metadata has no output stride)"
+            )
+        self.mode = str(mode)
+        """``auto`` (strip when the model and stride allow it, else per window), ``strip`` or ``window``."""
+        self.stride = self._check_stride(stride)
+        """Distance between window tops in model pixels."""
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        device: str = "CPU",
+        threads: int | None = None,
+        stride: int | None = None,
+        mode: Mode | str = "auto",
+        inference_precision: str | None = None,
+    ) -> L3Locator:
+        """Find, check and compile the model (explicit path, then ``$L3EDGE_MODEL``, then the bundled model).
+
+        Raises:
+            ModelError: no usable model.
+            UsageError: inconsistent stride or mode.
+        """
+        if mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        location = resolve_model(model)
+        ov_model = OVModel.load(
+            location.path, device=device, threads=threads, inference_precision=inference_precision
+        )
+        return cls(ov_model, stride=stride, mode=mode, location=location)
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self.model.metadata
+
+    def _check_stride(self, stride: int | None) -> int:
+        s = self.metadata.default_stride_px if stride is None else int(stride)
+        if s < 1:
+            raise UsageError(f"stride must be >= 1 model pixel, not {s}")
+        out = self.metadata.output_stride_px
+        if self.mode == "strip" and out is not None and out % s and s % out:
+            raise UsageError(f"stride {s} must divide the model's output stride {out} or be a multiple of it")
+        return s
+
+    def _strip_mode(self, stride: int) -> bool:
+        out = self.metadata.output_stride_px
+        if self.mode == "window" or out is None:
+            return False
+        return not (out % stride and stride % out)
+
+    def predict(
+        self,
+        path: str | os.PathLike[str],
+        series_uid: str | None = None,
+        stride: int | None = None,
+        qa_dir: str | os.PathLike[str] | None = None,
+    ) -> L3Result:
+        """Locate L3 in the scan at ``path`` (DICOM folder or NIfTI file).
+
+        Args:
+            path: the scan.
+            series_uid: DICOM SeriesInstanceUID to use when the folder holds several series.
+            stride: window stride in model pixels (default: the locator's).
+            qa_dir: write a QA picture (PNG) for this scan into this folder.
+
+        Raises:
+            InputError: the scan cannot be read or used.
+            UsageError: inconsistent stride.
+        """
+        # Imported here so that `import l3edge` stays light and the API works on in-memory projections alone.
+        from l3edge.scan import read_projection
+
+        t0 = time.perf_counter()
+        projection = read_projection(Path(path), series_uid=series_uid)
+        read_ms = _ms(t0)
+        return self._locate(projection, str(path), read_ms, stride, qa_dir)
+
+    def predict_projection(
+        self,
+        projection: Projection,
+        stride: int | None = None,
+        qa_dir: str | os.PathLike[str] | None = None,
+        path: str | None = None,
+    ) -> L3Result:
+        """Locate L3 in an already computed frontal MIP (e.g. a phantom's)."""
+        where = path or (str(projection.series.path) if projection.series is not None else MEMORY_PATH)
+        read_ms = round(float(sum(projection.timings_ms.values())), 3)
+        return self._locate(projection, where, read_ms, stride, qa_dir)
+
+    def _locate(
+        self,
+        projection: Projection,
+        path: str,
+        read_ms: float,
+        stride: int | None,
+        qa_dir: str | os.PathLike[str] | None,
+    ) -> L3Result:
+        meta = self.metadata
+        space = meta.space
+        s = self.stride if stride is None else self._check_stride(stride)
+        timings: dict[str, float] = {"read_mip": read_ms}
+
+        t = time.perf_counter()
+        image, grid = to_model_space(projection.mip_hu, projection.z_mm, projection.col_spacing_mm, space)
+        channels = normalize(image, space)
+        timings["preprocess"] = _ms(t)
+
+        t = time.perf_counter()
+        height = space.window_height_px
+        if self._strip_mode(s):
+            assert meta.output_stride_px is not None
+            tops, preds = predict_strip(self.model.run, channels, height, s, meta.output_stride_px)
+        else:
+            tops, preds = predict_windows(self.model.run, channels, height, s)
+        timings["cnn"] = _ms(t)
+
+        t = time.perf_counter()
+        fit = fit_ramp(
+            tops, preds[:, meta.offset_index], preds[:, meta.presence_index], height, meta.presence_threshold
+        )
+        series = projection.series
+        warnings = list(series.warnings) if series is not None else []
+        fields: dict[str, Any] = dict(
+            z_mm=None, slice_index=None, slice_z_mm=None, instance_number=None, sop_instance_uid=None
+        )
+        found = fit.found
+        row_i: int | None = None
+        if found:
+            z = float(np.asarray(grid.row_to_z(fit.row)))
+            z_mm = np.asarray(projection.z_mm, dtype=np.float64)
+            half = float(np.median(np.abs(np.diff(z_mm)))) / 2 if z_mm.size > 1 else space.mm_per_px / 2
+            top, bottom = float(z_mm[0]) + half, float(z_mm[-1]) - half
+            if z > top or z < bottom:
+                # Padding lets the model see L3 at a scan edge; a level placed in the padding is not in view.
+                found = False
+                warnings.append(
+                    f"the model placed {meta.level} at z={z:.1f} mm, outside the scan (z {bottom:.1f} to "
+                    f"{top:.1f} mm); reported not found"
+                )
+            else:
+                row_i = int(np.argmin(np.abs(z_mm - z)))
+                fields["z_mm"] = round(z, 3)
+                fields["slice_z_mm"] = round(float(z_mm[row_i]), 3)
+                if series is not None and len(series.slice_index) == projection.n_slices:
+                    fields["slice_index"] = int(series.slice_index[row_i])
+                    fields["instance_number"] = _at(series.instance_numbers, row_i)
+                    fields["sop_instance_uid"] = _at(series.sop_instance_uids, row_i)
+                else:
+                    # An in-memory projection without a series: rows are superior -> inferior, so the
+                    # z-ascending index of row i is counted from the last row.
+                    fields["slice_index"] = projection.n_slices - 1 - row_i
+        timings["postprocess"] = _ms(t)
+
+        result = L3Result(
+            path=path,
+            found=found,
+            series_instance_uid=series.series_instance_uid if series is not None else None,
+            n_slices=projection.n_slices,
+            confidence=round(fit.confidence, 4),
+            presence=round(fit.presence, 4),
+            ramp_r=round(fit.ramp_r, 4),
+            timings_ms=timings,
+            model={"name": meta.name, "version": meta.version},
+            warnings=tuple(warnings),
+            **fields,
+        )
+        if qa_dir is not None:
+            result = self._write_qa(projection, result, row_i, Path(qa_dir))
+        timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
+        log.info(
+            "%s: found=%s z=%s slice=%s (%.0f ms)",
+            path,
+            result.found,
+            result.z_mm,
+            result.slice_index,
+            timings["total"],
+        )
+        return result
+
+    def _write_qa(
+        self, projection: Projection, result: L3Result, row_i: int | None, qa_dir: Path
+    ) -> L3Result:
+        from dataclasses import replace
+
+        from l3edge import qa
+
+        t = time.perf_counter()
+        axial = None
+        warnings = list(result.warnings)
+        if row_i is not None and projection.series is not None and projection.series.source != "phantom":
+            from l3edge.errors import InputError
+            from l3edge.scan import read_axial_slice
+
+            try:
+                axial = read_axial_slice(projection.series, row_i)
+            except InputError as exc:
+                warnings.append(f"QA picture without the axial slice: {exc}")
+        out = qa.write_qa(qa_dir, result.path, projection, result.z_mm, axial, level=self.metadata.level)
+        result.timings_ms["qa"] = _ms(t)
+        return replace(result, qa_path=str(out), warnings=tuple(warnings))
+
+
+def _at(values: tuple[Any, ...], i: int) -> Any:
+    return values[i] if i < len(values) else None
+
+
+def locate(path: str | os.PathLike[str], model: str | os.PathLike[str] | None = None, **kw: Any) -> L3Result:
+    """One-shot: load the model and locate L3 in one scan.
+
+    Keyword arguments go to :meth:`L3Locator.load` (device, threads, stride, mode, inference_precision) or to
+    :meth:`L3Locator.predict` (series_uid, qa_dir).
+    """
+    load_keys = {"device", "threads", "stride", "mode", "inference_precision"}
+    load_kw = {k: v for k, v in kw.items() if k in load_keys}
+    predict_kw = {k: v for k, v in kw.items() if k not in load_keys}
+    unknown = set(predict_kw) - {"series_uid", "qa_dir"}
+    if unknown:
+        raise UsageError(f"unknown argument(s) to locate: {', '.join(sorted(unknown))}")
+    return L3Locator.load(model, **load_kw).predict(path, **predict_kw)

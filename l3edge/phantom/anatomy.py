@@ -1,0 +1,123 @@
+"""Assemble one phantom: levels, outline, primitives in paint order, slice positions and the truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from l3edge.phantom.body import body_shape
+from l3edge.phantom.config import PhantomConfig
+from l3edge.phantom.levels import Spine, build_spine, slice_positions
+from l3edge.phantom.primitives import Primitive
+from l3edge.phantom.skeleton import skeleton
+from l3edge.phantom.soft import soft_tissue, table
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What is exactly known about a phantom scan (written as truth.json next to it)."""
+
+    seed: int
+    region: str
+    l3_in_view: bool
+    """The L3 body centre lies within the scanned z range (between the first and last slice centres)."""
+    l3_z_mm: float | None
+    """Patient z of the L3 body centre (None when not in view)."""
+    vertebrae: dict[str, dict[str, Any]]
+    """Every modelled level (C3..S1) -> z_top, z_bottom, z_center (mm) and in_view (centre within the
+    scan)."""
+    variants: list[str]
+    """Non-default anatomy and confounders (see PhantomConfig.variants)."""
+    scan_z_range: tuple[float, float]
+    """(z_min, z_max) of the slice centres."""
+    slice_spacing_mm: float
+    slice_thickness_mm: float
+    pixel_spacing_mm: float
+    n_slices: int
+    matrix: int
+    l3_z_true_mm: float = 0.0
+    """L3 body centre even when it lies outside the scan."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The full PhantomConfig as a dict (reproduces the scan)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["scan_z_range"] = list(self.scan_z_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Truth:
+        d = dict(d)
+        d["scan_z_range"] = tuple(d["scan_z_range"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """A built phantom: primitives in paint order and their z extents (for fast culling)."""
+
+    config: PhantomConfig
+    spine: Spine
+    primitives: tuple[Primitive, ...]
+    z_lo: np.ndarray
+    z_hi: np.ndarray
+    slice_z: np.ndarray
+    """Slice centres, superior first."""
+
+    @property
+    def fov_radius_mm(self) -> float:
+        return 0.5 * self.config.matrix * self.config.pixel_spacing_mm
+
+    def x_coords(self) -> np.ndarray:
+        """Column centres x (patient right -> left); the FOV is centred on x = y = 0."""
+        c = self.config
+        return (np.arange(c.matrix) - (c.matrix - 1) / 2) * c.pixel_spacing_mm
+
+    def truth(self) -> Truth:
+        c = self.config
+        z = self.slice_z
+        lo, hi = float(z.min()), float(z.max())
+        verts = {}
+        for lv in self.spine.levels:
+            verts[lv.name] = {
+                "z_top": round(lv.z_top, 3),
+                "z_bottom": round(lv.z_bottom, 3),
+                "z_center": round(lv.z_center, 3),
+                "in_view": bool(lo <= lv.z_center <= hi),
+            }
+        l3 = self.spine.by_name("L3").z_center
+        inside = bool(lo <= l3 <= hi)
+        import dataclasses
+
+        cfg = dataclasses.asdict(c)
+        return Truth(
+            seed=c.seed,
+            region=c.region,
+            l3_in_view=inside,
+            l3_z_mm=round(l3, 3) if inside else None,
+            vertebrae=verts,
+            variants=c.variants,
+            scan_z_range=(lo, hi),
+            slice_spacing_mm=c.slice_spacing_mm,
+            slice_thickness_mm=c.slice_thickness_mm,
+            pixel_spacing_mm=c.pixel_spacing_mm,
+            n_slices=int(z.size),
+            matrix=c.matrix,
+            l3_z_true_mm=round(l3, 3),
+            config=cfg,
+        )
+
+
+def build_anatomy(config: PhantomConfig) -> Anatomy:
+    """Build every primitive of the phantom described by ``config`` (deterministic)."""
+    rng = np.random.default_rng([config.detail_seed, 7])
+    spine = build_spine(config)
+    body = body_shape(config, spine)
+    prims: list[Primitive] = []
+    prims += table(config, rng)
+    prims += soft_tissue(spine, body, config, rng)
+    prims += skeleton(spine, body, config, rng)
+    zr = np.array([p.z_range for p in prims], dtype=np.float64)
+    return Anatomy(config, spine, tuple(prims), zr[:, 0], zr[:, 1], slice_positions(config, spine))

@@ -1,0 +1,193 @@
+"""Phantom parameters: every random choice is an explicit field, so any variant can be forced.
+
+``sample_config(seed)`` draws all fields from one numpy Generator seeded by ``seed``; ``**overrides`` replace
+fields after sampling (e.g. ``sample_config(3, n_ribs=11, n_lumbar=6)``). Small anatomical details (bowel
+loops, vessel branches, noise) come from ``detail_seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from l3edge.errors import UsageError
+
+REGIONS = ("abdomen", "cap", "wholebody", "chest", "l3_top", "l3_bottom")
+"""Scan ranges: abdomen-pelvis, chest-abdomen-pelvis, skull base to mid thigh, chest only (L3 never in view),
+and abdomen scans whose top (``l3_top``) or bottom (``l3_bottom``) edge lies near the L3 centre (sometimes
+just past it, so L3 may be out of view)."""
+
+_REGION_WEIGHTS = (0.34, 0.2, 0.1, 0.12, 0.12, 0.12)
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Everything that defines one phantom scan. Lengths in mm, intensities in HU."""
+
+    seed: int
+    """Seed the config was sampled from (also names the UIDs)."""
+    region: str
+    """One of REGIONS."""
+    matrix: int = 512
+    """Rows = columns of each axial slice."""
+    pixel_spacing_mm: float = 0.8
+    """In-plane pixel spacing (field of view = matrix * pixel_spacing_mm)."""
+    slice_spacing_mm: float = 2.5
+    """Distance between slice centres."""
+    slice_thickness_mm: float = 2.5
+    """Nominal thickness; each slice averages the anatomy over it (sub-sampled)."""
+    scan_z_range: tuple[float, float] | None = None
+    """(z_min, z_max) of the slice centres; None: derived from ``region`` and the margins below."""
+    top_margin_mm: float = 20.0
+    """Region-specific distance of the scan top from its landmark (see anatomy.scan_range)."""
+    bottom_margin_mm: float = 30.0
+    """Region-specific distance of the scan bottom from its landmark."""
+    l3_z_mm: float = -400.0
+    """Patient z of the L3 body centre (sets where the anatomy sits along the table)."""
+    lateral_offset_mm: float = 0.0
+    """Patient midline x relative to the FOV centre (x = 0)."""
+    table_top_y_mm: float = 120.0
+    """y of the table top (patient's back rests on it); the FOV centre is y = 0."""
+    table_thickness_mm: float = 30.0
+    table_shell_hu: float = 100.0
+    """HU of the table's thin carbon shell (what the MIP shows outside the body)."""
+    table_rails: bool = False
+    """Metal/plastic rails along both table edges (bright vertical lines in the MIP)."""
+    body_width_scale: float = 1.0
+    """Scales the trunk's left-right radius."""
+    body_depth_scale: float = 1.0
+    """Scales the trunk's anterior-posterior radius (large: obese)."""
+    fat_mm: float = 20.0
+    """Subcutaneous fat thickness."""
+    skeleton_scale: float = 1.0
+    """Scales vertebra, rib and pelvis sizes and lengths (patient height)."""
+    bone_density: float = 1.0
+    """1 normal; ~0.5 osteoporotic (lower cancellous and cortical HU)."""
+    cortical_hu: float = 850.0
+    cancellous_hu: float = 220.0
+    n_ribs: int = 12
+    """Rib-bearing (thoracic) vertebrae: 11, 12 or 13."""
+    n_lumbar: int = 5
+    """Free lumbar vertebrae: 4 (sacralised L5), 5 or 6 (sixth lumbar)."""
+    scoliosis_mm: float = 0.0
+    """Peak lateral deviation of the spine (0: straight)."""
+    scoliosis_phase: float = 0.0
+    lordosis_scale: float = 1.0
+    iv_contrast: bool = False
+    oral_contrast: bool = False
+    spinal_hardware: bool = False
+    """Pedicle screws and rods over ``hardware_levels`` lumbar levels."""
+    hardware_top: int = 2
+    """First instrumented lumbar level (1-based) when spinal_hardware."""
+    hardware_levels: int = 3
+    hip_prosthesis: str = "none"
+    """'none', 'left' or 'right'."""
+    arms: str = "down"
+    """'down' (along the flanks, over the abdomen in the MIP) or 'up' (raised beside the head)."""
+    noise_sd_hu: float = 15.0
+    """Standard deviation of the (spatially correlated) image noise."""
+    detail_seed: int = 0
+    """Seeds bowel loops, small vessels and noise."""
+
+    def with_overrides(self, **overrides: object) -> PhantomConfig:
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise UsageError(
+                f"unknown phantom option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
+        return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
+
+    @property
+    def variants(self) -> list[str]:
+        """Labels of the non-default choices (anatomical variants and confounders)."""
+        v = []
+        if self.n_ribs != 12:
+            v.append(f"ribs{self.n_ribs}")
+        if self.n_lumbar == 4:
+            v.append("lumbar4_sacralised_l5")
+        elif self.n_lumbar == 6:
+            v.append("lumbar6")
+        if self.scoliosis_mm >= 5:
+            v.append("scoliosis")
+        if self.bone_density < 0.75:
+            v.append("osteoporosis")
+        for flag in ("iv_contrast", "oral_contrast", "spinal_hardware", "table_rails"):
+            if getattr(self, flag):
+                v.append(flag)
+        if self.hip_prosthesis != "none":
+            v.append(f"hip_prosthesis_{self.hip_prosthesis}")
+        if self.arms == "up":
+            v.append("arms_up")
+        return v
+
+
+def _spacing(rng: np.random.Generator, region: str) -> tuple[float, float]:
+    choices = [
+        (0.625, 0.625),
+        (1.0, 1.0),
+        (1.25, 1.25),
+        (2.0, 2.0),
+        (2.5, 2.5),
+        (3.0, 3.0),
+        (5.0, 5.0),
+        (2.0, 3.0),
+        (0.8, 1.5),
+    ]
+    if region == "wholebody":  # keep whole-body series under ~1000 slices
+        choices = [c for c in choices if c[0] >= 2.0]
+    sp, th = choices[int(rng.integers(len(choices)))]
+    return sp, th
+
+
+def sample_config(seed: int, region: str | None = None, **overrides: object) -> PhantomConfig:
+    """Draw a phantom config deterministically from ``seed``; ``region`` None draws one too."""
+    if region is not None and region not in REGIONS:
+        raise UsageError(f"unknown phantom region {region!r}; use one of {', '.join(REGIONS)}")
+    rng = np.random.default_rng([int(seed), 0x13ED6E])
+    drawn = REGIONS[int(rng.choice(len(REGIONS), p=_REGION_WEIGHTS))]
+    region = region or drawn
+    sp, th = _spacing(rng, region)
+    density = float(rng.uniform(0.35, 0.7)) if rng.random() < 0.2 else float(rng.uniform(0.8, 1.15))
+    n_ribs = int(rng.choice([11, 12, 13], p=[0.08, 0.84, 0.08]))
+    n_lumbar = int(rng.choice([4, 5, 6], p=[0.08, 0.84, 0.08]))
+    depth = float(rng.uniform(0.8, 1.35))
+    cfg = PhantomConfig(
+        seed=int(seed),
+        region=region,
+        pixel_spacing_mm=float(rng.uniform(0.6, 1.0)),
+        slice_spacing_mm=sp,
+        slice_thickness_mm=th,
+        top_margin_mm=float(rng.uniform(-10, 50)),
+        bottom_margin_mm=float(rng.uniform(-10, 60)),
+        l3_z_mm=float(rng.uniform(-900, 200)),
+        lateral_offset_mm=float(rng.normal(0, 12)) if rng.random() < 0.7 else float(rng.uniform(-60, 60)),
+        table_top_y_mm=float(rng.uniform(90, 170)),
+        table_thickness_mm=float(rng.uniform(12, 45)),
+        table_shell_hu=float(rng.uniform(-50, 250)),
+        table_rails=bool(rng.random() < 0.5),
+        body_width_scale=float(rng.uniform(0.85, 1.1)) * (0.6 + 0.4 * depth),
+        body_depth_scale=depth,
+        fat_mm=float(rng.uniform(5, 25) * depth**2),
+        skeleton_scale=float(rng.uniform(0.88, 1.12)),
+        bone_density=density,
+        cortical_hu=float(rng.uniform(700, 1000)),
+        cancellous_hu=float(rng.uniform(150, 300)),
+        n_ribs=n_ribs,
+        n_lumbar=n_lumbar,
+        scoliosis_mm=float(rng.uniform(5, 30)) if rng.random() < 0.15 else float(rng.uniform(0, 3)),
+        scoliosis_phase=float(rng.uniform(0, 2 * np.pi)),
+        lordosis_scale=float(rng.uniform(0.6, 1.4)),
+        iv_contrast=bool(rng.random() < 0.6),
+        oral_contrast=bool(rng.random() < 0.3),
+        spinal_hardware=bool(rng.random() < 0.06),
+        hardware_top=int(rng.integers(1, 4)),
+        hardware_levels=int(rng.integers(2, 4)),
+        hip_prosthesis=str(rng.choice(["none", "left", "right"], p=[0.9, 0.05, 0.05])),
+        arms=str(rng.choice(["down", "up"], p=[0.35, 0.65])),
+        noise_sd_hu=float(rng.uniform(5, 40)),
+        detail_seed=int(rng.integers(2**31)),
+    )
+    return cfg.with_overrides(**overrides) if overrides else cfg

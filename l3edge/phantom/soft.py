@@ -1,0 +1,204 @@
+"""Soft tissue, air and the table: skin/fat, body wall muscle, cavities, lungs, organs, vessels (IV contrast),
+bowel (oral contrast, gas), limbs' soft tissue. Painted before the bones, in list order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from l3edge.phantom.body import BodyShape
+from l3edge.phantom.config import PhantomConfig
+from l3edge.phantom.levels import Spine
+from l3edge.phantom.primitives import Box, Capsule, Ellipsoid, Primitive, Tube, chain, rot_z
+
+FAT, MUSCLE, LUNG, GAS = -100.0, 50.0, -850.0, -950.0
+
+
+def _shrunk(knots: tuple, d: float, dy: float = 0.0) -> tuple:
+    return tuple((z, cx, cy + dy, max(1.0, rx - d), max(1.0, ry - d)) for z, cx, cy, rx, ry in knots)
+
+
+def table(cfg: PhantomConfig, rng: np.random.Generator) -> list[Primitive]:
+    """Patient table under the back: foam core in a thin carbon shell, optional rails; centred in the FOV."""
+    top, th, hw = cfg.table_top_y_mm, cfg.table_thickness_mm, 230.0
+    zr = (-5000.0, 5000.0)
+    out: list[Primitive] = [
+        Box((-hw, top, zr[0]), (hw, top + th, zr[1]), -850.0),
+        Box((-hw, top, zr[0]), (hw, top + 2.0, zr[1]), cfg.table_shell_hu),
+        Box((-hw * 0.9, top + th - 2.0, zr[0]), (hw * 0.9, top + th, zr[1]), cfg.table_shell_hu),
+        Box((-hw * 0.55, top - 6.0, zr[0]), (hw * 0.55, top, zr[1]), -750.0),  # mattress
+    ]
+    if cfg.table_rails:
+        hu = float(rng.uniform(250, 1500))
+        for sg in (-1.0, 1.0):
+            for dx, r in ((8.0, 5.0), (22.0, 3.0)):
+                x = sg * (hw + dx)
+                out.append(Capsule((x, top + th / 2, zr[0]), (x, top + th / 2, zr[1]), r, hu))
+    return out
+
+
+def soft_tissue(
+    spine: Spine, body: BodyShape, cfg: PhantomConfig, rng: np.random.Generator
+) -> list[Primitive]:
+    lv = spine.by_name
+    s, n = cfg.skeleton_scale, cfg.n_ribs
+    iv, oral = cfg.iv_contrast, cfg.oral_contrast
+    aorta_hu = float(rng.uniform(250, 350)) if iv else 40.0
+    zf = spine.z_femoral_head
+    knots = body.knots
+    wall = cfg.fat_mm
+    out: list[Primitive] = [Tube(knots, FAT), Tube(_shrunk(knots, wall), MUSCLE)]
+    # cavity (visceral fat) from the pelvic floor to the lung apices
+    cav = tuple(k for k in _shrunk(knots, wall + 14.0, -4.0) if zf - 40 <= k[0] <= lv("T1").z_top)
+    out.append(Tube(cav, -90.0))
+    # legs and head soft tissue
+    for sg in (-1.0, 1.0):
+        lx = cfg.lateral_offset_mm + sg * 85 * cfg.body_width_scale
+        r0, r1 = 78 * cfg.body_width_scale + cfg.fat_mm, 55 + 0.5 * cfg.fat_mm
+        out.append(
+            Tube(
+                (
+                    (zf - 520 * s, lx, cfg.table_top_y_mm - r1, r1, r1),
+                    (zf - 40, lx, cfg.table_top_y_mm - r0, r0, r0),
+                ),
+                MUSCLE,
+            )
+        )
+        for shoulder, elbow, wrist in body.arm_path(sg):
+            out.append(Capsule(shoulder, elbow, 42 * s + 0.5 * cfg.fat_mm, MUSCLE))
+            out.append(Capsule(elbow, wrist, 32 * s + 0.4 * cfg.fat_mm, MUSCLE))
+    c3 = lv("C3")
+    out.append(Ellipsoid((c3.x, c3.y - 25 * s, c3.z_top + 110 * s), (82 * s, 105 * s, 105 * s), 20.0))
+    # paraspinal muscles and psoas, spinal canal
+    lvls = [v for v in spine.levels if v.kind in "TL"]
+    for sg in (-1.0, 1.0):
+        out.append(
+            Tube(
+                tuple(
+                    (v.z_center, v.x + sg * 35 * s, v.y + v.half_depth + 35 * s, 28 * s, 25 * s)
+                    for v in reversed(lvls)
+                ),
+                MUSCLE,
+            )
+        )
+    lum = [v for v in spine.levels if v.kind == "L"]
+    for sg in (-1.0, 1.0):
+        ks = [(zf + 20, lum[-1].x + sg * 60 * s, lum[-1].y - 10, 22 * s, 20 * s)]
+        ks += [
+            (v.z_center, v.x + sg * (v.half_width + 8 + 3 * k), v.y, (8 + 4 * k) * s, (8 + 3.5 * k) * s)
+            for k, v in reversed(list(enumerate(lum)))
+        ]
+        out.append(Tube(tuple(ks), MUSCLE))
+    out.append(
+        Tube(
+            tuple(
+                (v.z_center, v.x, v.y + v.half_depth + 9 * s, 9 * s, 7 * s) for v in reversed(spine.levels)
+            ),
+            15.0,
+        )
+    )
+    # lungs and heart
+    t1, tb = lv("T1"), lv(f"T{n - 1}")
+    for sg in (-1.0, 1.0):
+        cx, cy, rx, ry = body.cavity(lv(f"T{n // 2 + 1}").z_center)
+        zt, zb = t1.z_top + 25 * s, tb.z_center - 15 * s
+        out.append(
+            Ellipsoid(
+                (cx + sg * 0.5 * rx, cy + 0.1 * ry, 0.5 * (zt + zb)),
+                (0.48 * rx, 0.85 * ry, 0.5 * (zt - zb)),
+                LUNG,
+            )
+        )
+    tm = lv(f"T{max(1, n - 4)}")
+    cx, cy, rx, ry = body.cavity(tm.z_center)
+    out.append(
+        Ellipsoid((cx + 15, cy - 0.3 * ry, tm.z_center), (62 * s, 52 * s, 62 * s), 100.0 if iv else 40.0)
+    )
+    out.append(
+        Ellipsoid((cx + 15, cy - 0.3 * ry, tm.z_center), (45 * s, 38 * s, 45 * s), aorta_hu if iv else 40.0)
+    )
+    # organs
+    tl = lv(f"T{n}")
+    cx, cy, rx, ry = body.cavity(tl.z_center)
+    dome = lv(f"T{n - 3}").z_center
+    out.append(
+        Ellipsoid(
+            (cx - 0.45 * rx, cy - 0.05 * ry, tl.z_top - 15),
+            (0.6 * rx, 0.8 * ry, 90 * s),
+            110.0 if iv else 55.0,
+            z_clip=(-1e9, dome),
+        )
+    )
+    out.append(
+        Ellipsoid(
+            (cx + 0.62 * rx, cy + 0.45 * ry, tl.z_top),
+            (28 * s, 45 * s, 55 * s),
+            120.0 if iv else 45.0,
+            rot=rot_z(0.5),
+        )
+    )
+    out.append(Ellipsoid((cx + 0.35 * rx, cy - 0.35 * ry, tl.z_top + 5), (45 * s, 35 * s, 45 * s), 25.0))
+    if rng.random() < 0.6:
+        out.append(Ellipsoid((cx + 0.35 * rx, cy - 0.5 * ry, tl.z_top + 25), (30 * s, 15 * s, 25 * s), GAS))
+    l1 = lv("L1")
+    for sg, dz in ((-1.0, -20.0), (1.0, 0.0)):
+        kc = (l1.x + sg * (l1.half_width + 42 * s), l1.y + 8, l1.z_center + dz * s)
+        out.append(Ellipsoid(kc, (28 * s, 24 * s, 55 * s), 200.0 if iv else 30.0, rot=rot_z(sg * 0.5)))
+        out.append(Ellipsoid(kc, (16 * s, 14 * s, 38 * s), 120.0 if iv else 25.0, rot=rot_z(sg * 0.5)))
+    # vessels: aorta (left of the spine), IVC (right), iliac arteries, small branches
+    tl_lv = [v for v in spine.levels if v.kind in "TL" and v.z_center <= lv("T4").z_center]
+    l4 = lv(f"L{min(4, cfg.n_lumbar)}")
+    ao = [(v.x + 14 * s, v.y - v.half_depth - 13 * s, v.z_center) for v in tl_lv if v.z_center >= l4.z_center]
+    out.extend(chain(ao, 11 * s, aorta_hu))
+    ivc = [
+        (v.x - 24 * s, v.y - v.half_depth - 10 * s, v.z_center)
+        for v in tl_lv
+        if l4.z_center - 20 <= v.z_center <= tl.z_center
+    ]
+    out.extend(chain(ivc, 11 * s, 150.0 if iv else 40.0))
+    if ao:
+        for sg in (-1.0, 1.0):
+            out.append(Capsule(ao[-1], (ao[-1][0] + sg * 85 * s, ao[-1][1] - 10, zf + 10), 5 * s, aorta_hu))
+    if iv:
+        for _ in range(int(rng.integers(10, 25))):
+            p = (
+                cx + rng.uniform(-0.6, 0.6) * rx,
+                cy + rng.uniform(-0.8, 0.2) * ry,
+                rng.uniform(zf + 40, tl.z_center),
+            )
+            q = (p[0] + rng.uniform(-40, 40), p[1] + rng.uniform(-20, 20), p[2] + rng.uniform(-40, 40))
+            out.append(Capsule(p, q, float(rng.uniform(1.5, 3.5)), aorta_hu * float(rng.uniform(0.6, 0.95))))
+    # bowel: colon frame and small bowel loops, some with oral contrast or gas
+    zl = zf + 45 * s
+    bowel: list[Primitive] = []
+    gas: list[Primitive] = []
+    for _ in range(int(rng.integers(14, 28))):
+        c = (
+            cx + rng.uniform(-0.7, 0.7) * rx,
+            cy + rng.uniform(-0.75, 0.1) * ry,
+            rng.uniform(zl, l1.z_center),
+        )
+        r3 = rng.uniform(10, 22, 3) * s
+        rad = (float(r3[0]), float(r3[1]), float(r3[2]))
+        hu = float(rng.uniform(250, 700)) if oral and rng.random() < 0.6 else float(rng.uniform(10, 40))
+        bowel.append(Ellipsoid(c, rad, hu, rot=rot_z(float(rng.uniform(0, np.pi)))))
+        if rng.random() < 0.3:
+            gas.append(
+                Ellipsoid((c[0], c[1] - 0.3 * rad[1], c[2]), (0.5 * rad[0], 0.5 * rad[1], 0.5 * rad[2]), GAS)
+            )
+    colon_hu = float(rng.uniform(200, 500)) if oral and rng.random() < 0.5 else 20.0
+    cpts = [
+        (cx - 0.72 * rx, cy - 0.1 * ry, zl),
+        (cx - 0.75 * rx, cy - 0.2 * ry, l1.z_center),
+        (cx, cy - 0.75 * ry, lv("L2").z_center),
+        (cx + 0.75 * rx, cy - 0.2 * ry, l1.z_center + 20),
+        (cx + 0.7 * rx, cy - 0.1 * ry, zl),
+    ]
+    bowel.extend(chain(cpts, 22 * s, colon_hu))
+    for a, b in zip(cpts[:-1], cpts[1:], strict=True):
+        if rng.random() < 0.6:
+            gas.append(Capsule(a, tuple(0.5 * (np.asarray(a) + np.asarray(b))), 10 * s, GAS))
+    out += bowel + gas
+    out.append(
+        Ellipsoid((cfg.lateral_offset_mm, lv("S1").y - 85 * s, zf + 5), (40 * s, 32 * s, 35 * s), 10.0)
+    )
+    return out

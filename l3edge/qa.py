@@ -1,0 +1,105 @@
+"""QA picture: the frontal MIP with the predicted level beside the axial slice there.
+
+Pixels only: no patient data is drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from l3edge.series import Projection
+
+MIP_WINDOW_HU = (-200.0, 1500.0)
+"""HU range of the MIP picture (as in the shared reference MIPs)."""
+SOFT_TISSUE_HU = (40.0 - 200.0, 40.0 + 200.0)
+"""Soft-tissue window W400/L40 for the axial slice."""
+MIN_HEIGHT_PX = 384
+MAX_SIDE_PX = 1024
+LINE_RGB = (255, 40, 40)
+
+
+def qa_filename(path: str) -> str:
+    """File name for the QA picture of ``path``: its base name plus a short hash of the full path (unique)."""
+    stem = Path(path).name or "scan"
+    stem = re.sub(r"\.nii(\.gz)?$", "", stem)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "scan"
+    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
+    return f"{stem}-{digest}.png"
+
+
+def _to_gray(values: np.ndarray, lo: float, hi: float) -> Image.Image:
+    v = np.clip((np.asarray(values, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    return Image.fromarray((v * 255.0 + 0.5).astype(np.uint8), mode="L")
+
+
+def render_qa(
+    projection: Projection, z_mm: float | None, axial_hu: np.ndarray | None = None, level: str = "L3"
+) -> Image.Image:
+    """The QA picture as an RGB image.
+
+    Args:
+        projection: the scan's frontal MIP (rows superior -> inferior).
+        z_mm: predicted level (None: not found; the MIP is shown alone with a note).
+        axial_hu: the axial slice at that level in HU (None: MIP only).
+        level: the vertebral level's name for the note.
+    """
+    z = np.asarray(projection.z_mm, dtype=np.float64)
+    n_rows, n_cols = projection.mip_hu.shape
+    col = float(projection.col_spacing_mm)
+    pitch = float(np.median(np.abs(np.diff(z)))) if z.size > 1 else col
+    z_top = float(z[0]) + pitch / 2
+    # Square pixels: the picture's rows are resampled to the column spacing, then scaled so that short scans
+    # are at least MIN_HEIGHT_PX tall (unless that makes them wider than MAX_SIDE_PX) and long ones fit.
+    height_mm = n_rows * pitch
+    h0, w0 = max(height_mm / col, 1.0), float(n_cols)
+    scale = max(1.0, MIN_HEIGHT_PX / h0)  # enlarge short scans...
+    scale = min(scale, max(1.0, MAX_SIDE_PX / w0))  # ...but not beyond MAX_SIDE_PX wide
+    scale = min(scale, 2 * MAX_SIDE_PX / h0)  # and shrink very long scans
+    mip_h = max(1, round(h0 * scale))
+    mip_w = max(1, round(w0 * scale))
+    mip = _to_gray(projection.mip_hu, *MIP_WINDOW_HU).resize((mip_w, mip_h), Image.Resampling.BILINEAR)
+    panels = [mip.convert("RGB")]
+    if z_mm is not None and axial_hu is not None:
+        ax = _to_gray(axial_hu, *SOFT_TISSUE_HU)
+        ax_h = max(mip_h, MIN_HEIGHT_PX)
+        ax_w = max(1, round(ax.width * ax_h / max(ax.height, 1)))
+        panels.append(ax.resize((ax_w, ax_h), Image.Resampling.BILINEAR).convert("RGB"))
+    gap = 8
+    note_h = 18
+    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
+    canvas = Image.new("RGB", (width, max(p.height for p in panels) + note_h), "black")
+    x = 0
+    for p in panels:
+        canvas.paste(p, (x, note_h))
+        x += p.width + gap
+    draw = ImageDraw.Draw(canvas)
+    if z_mm is not None:
+        y = note_h + (z_top - z_mm) / height_mm * mip_h
+        draw.line([(0, y), (mip_w - 1, y)], fill=LINE_RGB, width=max(1, round(scale)))
+        draw.text((4, 3), f"{level} at z = {z_mm:.1f} mm", fill=(255, 255, 255))
+    else:
+        draw.text((4, 3), f"{level} not found in this scan", fill=(255, 255, 255))
+    return canvas
+
+
+def write_qa(
+    qa_dir: Path,
+    path: str,
+    projection: Projection,
+    z_mm: float | None,
+    axial_hu: np.ndarray | None = None,
+    level: str = "L3",
+) -> Path:
+    """Render the QA picture of the scan at ``path`` and save it as a PNG in ``qa_dir``; returns the file."""
+    qa_dir.mkdir(parents=True, exist_ok=True)
+    out = qa_dir / qa_filename(path)
+    tmp = out.with_name(out.name + ".tmp")
+    render_qa(projection, z_mm, axial_hu, level).save(tmp, format="PNG")
+    os.replace(tmp, out)
+    return out

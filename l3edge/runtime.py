@@ -1,0 +1,230 @@
+"""The OpenVINO model: find it, check its metadata, compile it, run batches.
+
+The only module importing openvino. Lookup order (never the network): an explicit path, then
+the ``L3EDGE_MODEL`` environment variable, then the model bundled as package data
+(``l3edge/models/default.xml``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from l3edge.errors import ModelError
+from l3edge.metadata import RT_INFO_KEY, ModelMetadata
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "L3EDGE_MODEL"
+BUNDLED_NAME = "default.xml"
+PRECISIONS = ("f32", "f16", "bf16")
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where the model was found."""
+
+    path: Path
+    """The IR's .xml file."""
+    source: str
+    """How it was found: ``argument``, ``env L3EDGE_MODEL`` or ``bundled``."""
+
+
+def _bundled_model() -> Path | None:
+    ref = resources.files("l3edge") / "models" / BUNDLED_NAME
+    # The package is installed as plain files (setuptools package data), so the traversable is a real path.
+    return Path(str(ref)) if ref.is_file() else None
+
+
+def resolve_model(model: str | os.PathLike[str] | None = None) -> ModelLocation:
+    """Find the model: explicit path, then ``$L3EDGE_MODEL``, then the bundled model.
+
+    Raises:
+        ModelError: nothing found, with the ways to pass a model.
+    """
+    if model is not None and str(model) != "":
+        return ModelLocation(Path(model), "argument")
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return ModelLocation(Path(env), f"env {ENV_VAR}")
+    bundled = _bundled_model()
+    if bundled is not None:
+        return ModelLocation(bundled, "bundled")
+    raise ModelError(
+        "no model given and this l3edge has no bundled model; pass --model PATH.xml (API: model=...) "
+        f"or set {ENV_VAR}=PATH.xml"
+    )
+
+
+def _check_ir_files(xml: Path) -> Path:
+    """Refuse early, with a short message, what OpenVINO would reject with a long one. Returns the .bin."""
+    if xml.is_dir():
+        raise ModelError(f"{xml} is a folder; pass the model's .xml file")
+    if not xml.is_file():
+        raise ModelError(f"model file {xml} does not exist")
+    if xml.suffix.lower() != ".xml":
+        raise ModelError(f"{xml} is not an OpenVINO IR (.xml + .bin); export the model with tools/export.py")
+    with xml.open("rb") as f:
+        head = f.read(1024).lstrip()
+    if not (head.startswith(b"<?xml") or head.startswith(b"<net")):
+        raise ModelError(f"{xml} is not an OpenVINO IR .xml file")
+    weights = xml.with_suffix(".bin")
+    if not weights.is_file():
+        raise ModelError(f"the model's weights {weights.name} are missing next to {xml}")
+    return weights
+
+
+def read_metadata(model: ov.Model, where: str | os.PathLike[str] = "model") -> ModelMetadata:
+    """The l3edge metadata of a read (uncompiled) model.
+
+    Raises:
+        ModelError: no metadata, unsupported schema version, or invalid content.
+    """
+    if not model.has_rt_info(RT_INFO_KEY):
+        raise ModelError(
+            f"{where} has no l3edge metadata (rt_info key {RT_INFO_KEY!r}); it was not exported by "
+            "tools/export.py"
+        )
+    text = model.get_rt_info(RT_INFO_KEY).astype(str)
+    return ModelMetadata.from_json(text)
+
+
+def _read(xml: Path) -> ov.Model:
+    weights = _check_ir_files(xml)
+    try:
+        return ov.Core().read_model(model=str(xml), weights=str(weights))
+    except RuntimeError as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip() and "Exception from" not in ln), "")
+        raise ModelError(f"OpenVINO cannot read {xml}: {first.strip()[:200]}") from exc
+
+
+def load_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """Read only the metadata of the IR at ``path`` (no compilation)."""
+    xml = Path(path)
+    return read_metadata(_read(xml), xml)
+
+
+class OVModel:
+    """A compiled l3edge IR with one infer request. Not thread-safe: use one per thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        metadata: ModelMetadata,
+        compiled: ov.CompiledModel,
+        device: str,
+        inference_precision: str,
+    ) -> None:
+        self.path = path
+        """The IR's .xml file."""
+        self.metadata = metadata
+        """The model's l3edge metadata."""
+        self.device = device
+        """OpenVINO device the model was compiled for."""
+        self.inference_precision = inference_precision
+        """Precision OpenVINO actually uses for inference (e.g. ``f32``, ``bf16``)."""
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._core: ov.Core | None = None
+        self._model: ov.Model | None = None
+        self._config: dict[str, Any] = {}
+        self._static_shape: tuple[int, ...] | None = None
+        self._by_shape: dict[tuple[int, ...], ov.InferRequest] = {}
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        device: str = "CPU",
+        threads: int | None = None,
+        inference_precision: str | None = None,
+    ) -> OVModel:
+        """Read, check and compile the IR at ``path``.
+
+        Args:
+            path: the .xml file (its .bin next to it).
+            device: OpenVINO device name.
+            threads: INFERENCE_NUM_THREADS (None: OpenVINO's choice).
+            inference_precision: ``f32`` forces FP32 arithmetic (some CPUs default to bf16); None leaves
+                OpenVINO's choice.
+
+        Raises:
+            ModelError: missing or unreadable model, missing metadata, or a model OpenVINO cannot compile.
+        """
+        xml = Path(path)
+        model = _read(xml)
+        meta = read_metadata(model, xml)
+        names = {n for inp in model.inputs for n in inp.get_names()}
+        if len(model.inputs) != 1 or meta.input_name not in names:
+            raise ModelError(
+                f"{xml} must have exactly one input named {meta.input_name!r} (has {sorted(names)})"
+            )
+        rank = model.inputs[0].get_partial_shape().rank
+        if rank.is_static and rank.get_length() != 4:
+            raise ModelError(f"{xml}: the input must be NCHW (rank 4), not rank {rank.get_length()}")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            if threads < 1:
+                raise ModelError(f"threads must be >= 1, not {threads}")
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if inference_precision is not None:
+            if inference_precision not in PRECISIONS:
+                raise ModelError(
+                    f"inference precision must be one of {PRECISIONS}, not {inference_precision!r}"
+                )
+            config["INFERENCE_PRECISION_HINT"] = inference_precision
+        try:
+            compiled = ov.Core().compile_model(model, device, config)
+        except RuntimeError as exc:
+            first = next(
+                (ln for ln in str(exc).splitlines() if ln.strip() and "Exception from" not in ln), ""
+            )
+            raise ModelError(f"OpenVINO cannot compile {xml} for {device}: {first.strip()[:200]}") from exc
+        try:
+            used = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except RuntimeError:  # devices without the property
+            used = inference_precision or "default"
+        log.info("model %s (%s %s) compiled for %s, precision %s", xml, meta.name, meta.version, device, used)
+        out = cls(xml, meta, compiled, device, used)
+        shape = model.inputs[0].get_partial_shape()
+        if shape.is_static:
+            # A static IR (not what tools/export.py writes, but legal) is reshaped and recompiled per shape.
+            out._core, out._model, out._config = ov.Core(), model, config
+            out._static_shape = tuple(int(d) for d in shape.to_shape())
+            out._by_shape[out._static_shape] = out._request
+        return out
+
+    def _request_for(self, shape: tuple[int, ...]) -> ov.InferRequest:
+        if self._static_shape is None:
+            return self._request
+        request = self._by_shape.get(shape)
+        if request is None:
+            assert self._model is not None and self._core is not None
+            self._model.reshape({0: ov.PartialShape(list(shape))})
+            request = self._core.compile_model(self._model, self.device, self._config).create_infer_request()
+            self._by_shape[shape] = request
+        return request
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run a float32 batch [B, C, H, W]; returns the raw output (e.g. [B, 2, K, 1]) as a new array."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"expected a [B, C, H, W] batch, got shape {x.shape}")
+        request = self._request_for(tuple(int(d) for d in x.shape))
+        request.infer({0: x})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    __call__ = run
+
+
+def _precision_name(value: object) -> str:
+    """OpenVINO element type -> short name (``f32``, ``bf16``, ...)."""
+    get_type_name = getattr(value, "get_type_name", None)
+    return str(get_type_name()) if callable(get_type_name) else str(value)

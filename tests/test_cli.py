@@ -1,0 +1,265 @@
+"""The command line: exit codes, output formats, --out/--resume, --qa, info, model lookup."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from l3edge.cli import app
+from l3edge.runtime import ENV_VAR
+from tests.tiny_model import save_tiny_model
+
+JSON_FIELDS = {
+    "path", "found", "z_mm", "slice_index", "instance_number", "sop_instance_uid", "series_instance_uid",
+    "n_slices", "confidence", "timings_ms", "model", "error",
+}  # fmt: skip
+
+Factory = Callable[..., Path]
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    return CliRunner()
+
+
+@pytest.fixture
+def no_bundled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("l3edge.runtime._bundled_model", lambda: None)
+
+
+def _stderr_lines(result) -> list[str]:
+    return [ln for ln in result.stderr.splitlines() if ln.strip()]
+
+
+def _json_lines(result) -> list[dict]:
+    return [json.loads(ln) for ln in result.stdout.splitlines() if ln.strip()]
+
+
+def test_help(runner: CliRunner) -> None:
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("predict", "info", "phantom", "demo"):
+        assert cmd in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict"],
+        ["predict", "x", "--mode", "fast"],
+        ["predict", "x", "--stride", "0"],
+        ["predict", "x", "--resume"],
+        ["predict", "x", "--out", "results.txt"],
+        ["predict", "x", "--nonsense"],
+    ],
+)
+def test_usage_errors_exit_2(runner: CliRunner, tiny_model: Path, args: list[str], tmp_path: Path) -> None:
+    r = runner.invoke(app, [*args, "--model", str(tiny_model)])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+
+
+def test_model_without_metadata_exit_4(runner: CliRunner, tmp_path: Path) -> None:
+    bare = save_tiny_model(tmp_path / "bare.xml", metadata=None)
+    out = tmp_path / "results.jsonl"
+    r = runner.invoke(app, ["predict", str(tmp_path), "--model", str(bare), "--out", str(out)])
+    assert r.exit_code == 4
+    lines = _stderr_lines(r)
+    assert len(lines) == 1 and lines[0].startswith(f"l3edge: error: {bare}: ") and "metadata" in lines[0]
+    assert not out.exists()  # nothing half-written
+    assert r.stdout == ""
+
+
+def test_no_model_at_all_exit_4(runner: CliRunner, no_bundled: None, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["predict", str(tmp_path)])
+    assert r.exit_code == 4
+    lines = _stderr_lines(r)
+    assert len(lines) == 1 and "--model" in lines[0] and ENV_VAR in lines[0]
+    r = runner.invoke(app, ["info"])
+    assert r.exit_code == 4 and len(_stderr_lines(r)) == 1
+
+
+def test_info(runner: CliRunner, tiny_model: Path) -> None:
+    r = runner.invoke(app, ["info", "--model", str(tiny_model)])
+    assert r.exit_code == 0, r.output
+    for text in (
+        "tiny-band",
+        "0.0.1",
+        "fp32",
+        "4 mm/px",
+        "window 32 x 16 px",
+        "16 px",
+        "threshold",
+        "nothing",
+    ):
+        assert text in r.stdout
+    assert "found via argument" in r.stdout
+    r = runner.invoke(app, ["info", "--model", str(tiny_model), "--json"])
+    d = json.loads(r.stdout)
+    assert d["name"] == "tiny-band" and d["schema_version"] == 1 and d["found_via"] == "argument"
+
+
+def test_env_lookup(runner: CliRunner, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, str(tiny_model))
+    r = runner.invoke(app, ["info"])
+    assert r.exit_code == 0 and f"found via env {ENV_VAR}" in r.stdout and str(tiny_model) in r.stdout
+
+
+def test_predict_json(runner: CliRunner, tiny_model: Path, dicom_series: Factory) -> None:
+    scan = dicom_series("scan")
+    r = runner.invoke(app, ["predict", str(scan), "--model", str(tiny_model), "--json"])
+    assert r.exit_code == 0, r.output
+    (d,) = _json_lines(r)
+    assert set(d) >= JSON_FIELDS
+    assert d["path"] == str(scan) and d["found"] is True and d["error"] is None
+    assert d["n_slices"] == 40 and d["slice_index"] in (18, 19) and d["instance_number"] in (21, 22)
+    assert d["sop_instance_uid"] and d["series_instance_uid"]
+    assert d["model"] == {"name": "tiny-band", "version": "0.0.1"}
+    assert {"read_mip", "preprocess", "cnn", "postprocess"} <= set(d["timings_ms"])
+
+
+def test_predict_human_and_env_model(
+    runner: CliRunner, tiny_model: Path, dicom_series: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_VAR, str(tiny_model))
+    found, absent = dicom_series("found"), dicom_series("absent", band_rows=None)
+    r = runner.invoke(app, ["predict", str(found), str(absent)])
+    assert r.exit_code == 0, r.output
+    out = r.stdout.splitlines()
+    assert len(out) == 2 and "L3 at z =" in out[0] and "not found" in out[1]
+    assert "[1/2]" in r.stderr  # progress on stderr
+
+
+def test_unreadable_input_exit_3(
+    runner: CliRunner, tiny_model: Path, dicom_series: Factory, tmp_path: Path
+) -> None:
+    good = dicom_series("good")
+    missing = tmp_path / "missing"
+    out = tmp_path / "results.jsonl"
+    args = ["predict", str(missing), str(good), "--model", str(tiny_model), "--json", "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 3
+    lines = _stderr_lines(r)
+    assert (
+        len(lines) == 1 and lines[0].startswith(f"l3edge: error: {missing}: ") and "Traceback" not in r.stderr
+    )
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [x["path"] for x in rows] == [str(missing), str(good)]
+    assert rows[0]["error"] and rows[0]["found"] is False and rows[1]["found"] is True
+    assert len(_json_lines(r)) == 2
+
+
+def test_unexpected_exception_exit_3(
+    runner: CliRunner, tiny_model: Path, dicom_series: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*a: object, **k: object) -> None:
+        raise ZeroDivisionError("synthetic failure")
+
+    monkeypatch.setattr("l3edge.scan.read_projection", boom)
+    scan = dicom_series()
+    r = runner.invoke(app, ["predict", str(scan), "--model", str(tiny_model)])
+    assert r.exit_code == 3
+    assert _stderr_lines(r) == [f"l3edge: error: {scan}: ZeroDivisionError: synthetic failure"]
+    r = runner.invoke(app, ["predict", str(scan), "--model", str(tiny_model), "-v"])
+    assert r.exit_code == 3 and "Traceback" in r.stderr
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_out_and_resume(
+    runner: CliRunner, tiny_model: Path, dicom_series: Factory, tmp_path: Path, suffix: str
+) -> None:
+    a, b = dicom_series("a"), dicom_series("b", band_rows=None)
+    missing = tmp_path / "missing"
+    out = tmp_path / f"results{suffix}"
+    base = ["predict", "--model", str(tiny_model), "--out", str(out), "-q"]
+    r = runner.invoke(app, [*base, str(a), str(missing)])
+    assert r.exit_code == 3
+    r = runner.invoke(app, [*base, "--resume", str(a), str(b), str(missing)])
+    assert r.exit_code == 3
+    assert r.stdout.count("\n") == 1  # only b was processed (and missing retried, which errors again)
+    if suffix == ".csv":
+        with out.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert (
+            rows[0]["found"] == "True" and rows[0]["error"] == "" and rows[0]["slice_index"] in ("18", "19")
+        )
+    else:
+        rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [x["path"] for x in rows] == [str(a), str(missing), str(b), str(missing)]
+    assert out.read_text().endswith("\n")
+
+
+def test_out_cuts_a_partial_last_line(
+    runner: CliRunner, tiny_model: Path, dicom_series: Factory, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.jsonl"
+    out.write_text('{"path": "x", "found": false, "error": null}\n{"path": "half')
+    r = runner.invoke(app, ["predict", str(dicom_series()), "--model", str(tiny_model), "--out", str(out)])
+    assert r.exit_code == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(ln) for ln in lines)
+
+
+def test_qa(runner: CliRunner, tiny_model: Path, dicom_series: Factory, tmp_path: Path) -> None:
+    qa = tmp_path / "qa"
+    r = runner.invoke(
+        app, ["predict", str(dicom_series()), "--model", str(tiny_model), "--qa", str(qa), "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    (d,) = _json_lines(r)
+    pngs = list(qa.glob("*.png"))
+    assert len(pngs) == 1 and d["qa_path"] == str(pngs[0])
+    assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_real_ct_series(runner: CliRunner, tiny_model: Path, shared_dir: Path) -> None:
+    scan = shared_dir / "data" / "real_ct_t11_t12_dicom"
+    if not scan.is_dir():
+        pytest.skip(f"{scan} not present")
+    r = runner.invoke(app, ["predict", str(scan), "--model", str(tiny_model), "--json"])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    d = json.loads(lines[0])
+    assert d["n_slices"] == 20 and d["error"] is None and d["series_instance_uid"]
+
+
+def _write_phantom_available() -> bool:
+    try:
+        from l3edge.phantom import write_phantom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_phantom = pytest.mark.skipif(
+    not _write_phantom_available(), reason="l3edge.phantom.write_phantom not written yet"
+)
+
+
+@needs_phantom
+def test_phantom_and_demo(runner: CliRunner, tiny_model: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["phantom", str(tmp_path / "ph"), "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    assert "wrote a dicom phantom" in r.stdout and "truth:" in r.stdout
+    assert any((tmp_path / "ph").rglob("*"))
+    r = runner.invoke(app, ["predict", str(tmp_path / "ph"), "--model", str(tiny_model), "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["demo", "--seed", "1", "--model", str(tiny_model)])
+    assert r.exit_code == 0, r.output
+    assert "phantom (seed 1)" in r.stdout and "l3edge:" in r.stdout
+
+
+def test_body_range_shapes() -> None:
+    from l3edge.cli import _body_range
+
+    assert _body_range({"name": "L3", "z_top": 10.0, "z_bottom": -20.0, "x": 3.0}) == (-20.0, 10.0)
+    assert _body_range({"z_range_mm": [5, -5]}) == (-5.0, 5.0)
+    assert _body_range([1.0, 2.0]) == (1.0, 2.0)
+    assert _body_range(None) is None

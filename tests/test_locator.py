@@ -1,0 +1,145 @@
+"""L3Locator end to end on in-memory projections and (when the reader exists) synthetic DICOM series."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from l3edge.errors import UsageError
+from l3edge.locator import L3Locator, locate
+from l3edge.postprocess import RampFit
+from l3edge.preprocess import normalize, to_model_space
+from l3edge.result import L3Result
+from l3edge.sliding import predict_strip, predict_windows
+from tests.tiny_model import TINY_SPACE, band_projection, save_tiny_model
+
+needs_reader = pytest.mark.skipif(
+    importlib.util.find_spec("l3edge.scan") is None, reason="l3edge.scan (the reader) is not written yet"
+)
+
+Factory = Callable[..., Path]
+
+
+@pytest.fixture(scope="module")
+def locator(tiny_model: Path) -> L3Locator:
+    return L3Locator.load(tiny_model, inference_precision="f32")
+
+
+def test_finds_the_band(locator: L3Locator) -> None:
+    proj = band_projection((20, 21))
+    r = locator.predict_projection(proj)
+    band_z = float(proj.z_mm[[20, 21]].mean())
+    assert r.found and r.error is None
+    assert abs(r.z_mm - band_z) < 3.0
+    assert r.slice_z_mm in (proj.z_mm[20], proj.z_mm[21])
+    row = int(np.flatnonzero(proj.z_mm == r.slice_z_mm)[0])
+    assert r.slice_index == proj.series.slice_index[row] == proj.n_slices - 1 - row
+    assert r.instance_number == proj.series.instance_numbers[row]
+    assert r.n_slices == 40 and r.confidence > 0.9 and r.ramp_r > 0.99
+    assert set(r.timings_ms) >= {"read_mip", "preprocess", "cnn", "postprocess", "total"}
+    assert r.model == {"name": "tiny-band", "version": "0.0.1"}
+    json.dumps(r.to_dict(), allow_nan=False)
+
+
+def test_absent(locator: L3Locator) -> None:
+    r = locator.predict_projection(band_projection(None))
+    assert not r.found and r.error is None
+    assert r.z_mm is None and r.slice_index is None and r.instance_number is None
+    assert r.presence < 0.1
+
+
+def test_level_in_the_padding_is_not_found(locator: L3Locator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Row 2 lies in the 16 rows of fill added above the scan: the model saw L3 beyond the scan's top.
+    monkeypatch.setattr("l3edge.locator.fit_ramp", lambda *a: RampFit(True, 2.0, 0.9, 1.0, 0.9, 10))
+    r = locator.predict_projection(band_projection())
+    assert not r.found and r.z_mm is None and r.slice_index is None
+    assert any("outside the scan" in w for w in r.warnings)
+
+
+def test_strip_equals_window_for_padding_free_model(tiny_model: Path) -> None:
+    strip = L3Locator.load(tiny_model, mode="strip", inference_precision="f32")
+    window = L3Locator.load(tiny_model, mode="window", inference_precision="f32")
+    proj = band_projection((17, 18, 19))
+    image, _ = to_model_space(proj.mip_hu, proj.z_mm, proj.col_spacing_mm, TINY_SPACE)
+    ch = normalize(image, TINY_SPACE)
+    for stride in (1, 4, 16, 32):
+        t1, p1 = predict_strip(strip.model.run, ch, 32, stride, 16)
+        t2, p2 = predict_windows(window.model.run, ch, 32, stride)
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_allclose(p1, p2, atol=1e-4)
+    a, b = strip.predict_projection(proj), window.predict_projection(proj)
+    assert a.z_mm == pytest.approx(b.z_mm, abs=1e-3) and a.slice_index == b.slice_index
+
+
+def test_padded_model_still_finds_the_band(tiny_model_padded: Path) -> None:
+    proj = band_projection((20, 21))
+    for mode in ("strip", "window"):
+        r = L3Locator.load(tiny_model_padded, mode=mode).predict_projection(proj)
+        assert r.found and abs(r.z_mm - proj.z_mm[[20, 21]].mean()) < 4.0
+
+
+def test_per_window_model(tmp_path: Path) -> None:
+    xml = save_tiny_model(tmp_path / "win.xml", output_stride=None)
+    loc = L3Locator.load(xml)
+    assert not loc._strip_mode(loc.stride)
+    assert loc.predict_projection(band_projection()).found
+    with pytest.raises(UsageError, match="strip"):
+        L3Locator.load(xml, mode="strip")
+
+
+def test_bad_stride_and_mode(tiny_model: Path) -> None:
+    with pytest.raises(UsageError, match="stride"):
+        L3Locator.load(tiny_model, mode="strip", stride=5)
+    with pytest.raises(UsageError, match="mode"):
+        L3Locator.load(tiny_model, mode="fast")
+    # auto falls back to windows for a stride the strip path cannot do
+    loc = L3Locator.load(tiny_model, stride=5)
+    assert loc.predict_projection(band_projection()).found
+
+
+def test_qa_picture(locator: L3Locator, tmp_path: Path) -> None:
+    r = locator.predict_projection(band_projection(), qa_dir=tmp_path / "qa", path="scan one")
+    assert r.qa_path is not None and Path(r.qa_path).parent == tmp_path / "qa"
+    img = Image.open(r.qa_path)
+    assert img.format == "PNG" and img.mode == "RGB"
+    assert np.any(np.all(np.asarray(img) == (255, 40, 40), axis=-1))  # the line at L3
+    r2 = locator.predict_projection(band_projection(None), qa_dir=tmp_path / "qa", path="other")
+    assert Path(r2.qa_path).is_file() and r2.qa_path != r.qa_path
+
+
+def test_failure_result() -> None:
+    r = L3Result.failure("x", "cannot read")
+    d = r.to_dict()
+    assert d["error"] == "cannot read" and d["found"] is False and d["z_mm"] is None and not r.ok
+
+
+@needs_reader
+def test_predict_dicom_series(tiny_model: Path, dicom_series: Factory, tmp_path: Path) -> None:
+    folder = dicom_series("scan", band_rows=(20, 21))
+    r = locate(folder, model=tiny_model, qa_dir=tmp_path / "qa")
+    assert r.found and r.n_slices == 40 and r.series_instance_uid
+    assert r.slice_index in (39 - 20, 39 - 21)  # z-ascending index of superior-first rows 20, 21
+    assert r.instance_number in (21, 22) and r.sop_instance_uid
+    assert abs(r.z_mm - (-100 - 5 * 20.5)) < 3.0
+    assert Path(r.qa_path).is_file()
+
+
+@needs_reader
+def test_predict_nifti(tiny_model: Path, tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    vol = np.full((64, 64, 40), -1000, np.int16)  # RAS, third axis feet -> head
+    vol[:, 28:36, 18:20] = 1000  # a bright band on slices k = 18, 19
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    path = tmp_path / "band.nii.gz"
+    nib.save(nib.Nifti1Image(vol, affine), path)
+    r = L3Locator.load(tiny_model).predict(path, qa_dir=tmp_path / "qa")
+    assert r.found and r.n_slices == 40 and r.series_instance_uid is None and r.instance_number is None
+    assert r.slice_index in (18, 19)  # index along the file's third axis
+    assert abs(r.z_mm - 5 * 18.5) < 3.0
+    assert Path(r.qa_path).is_file()
