@@ -18,7 +18,7 @@ from tools import crossval as cv
 from tools import evaluate as ev
 from tools import train as tr
 from tools.augment import AugmentConfig
-from tools.data import ScanRecord, default_space, label_from_record, load_cache, read_scan_list
+from tools.data import ScanRecord, default_space, gather_records, label_from_record, load_cache, read_scan_list
 from tools.models import VGG16, build_model
 from tools.strips import StripBatches
 
@@ -119,6 +119,27 @@ def test_cache_parity_and_ir_evaluation(
     r = rep["scans"][0]
     assert r["found"] and r["pred_z_mm"] == result.z_mm and r["error_slices"] <= 1
     assert "| method |" in rep["table"]
+
+
+def test_phantom_folders(tmp_path: Path) -> None:
+    """DICOM and NIfTI phantom folders (truth.json) are labelled from their truth."""
+    from l3edge.phantom.writers import write_phantom
+
+    small = {"region": "abdomen", "matrix": 48, "pixel_spacing_mm": 8.0, "slice_spacing_mm": 10.0,
+             "slice_thickness_mm": 10.0}
+    truths = [write_phantom(tmp_path / "ph" / "a", 5, **small),
+              write_phantom(tmp_path / "ph" / "b", 6, fmt="nifti", **small)]
+    records = gather_records([tmp_path / "ph"])
+    assert [r.phantom for r in records] == [True, True]
+    cache = tmp_path / "cache"
+    summary = bc.build_cache(bc.record_jobs(records, cache, default_space(), "int16"), cache, default_space(),
+                             progress=False)
+    assert summary["cached"] == 2, summary
+    _, scans = load_cache(cache)
+    for scan, truth in zip(sorted(scans, key=lambda s: s.meta["path"]), truths, strict=True):
+        assert scan.in_view == truth.l3_in_view and scan.label_z_mm == pytest.approx(truth.l3_z_mm)
+        assert scan.z_slices.size == truth.n_slices and scan.meta["vertebrae"]["L3"]["row_top"] is not None
+        assert scan.image.dtype == np.float32 and np.all(scan.image == np.rint(scan.image))
 
 
 # --- phantom fast path, training, evaluation --------------------------------------------------------------

@@ -105,7 +105,12 @@ def cache_record(record: ScanRecord, folder: Path, space: ModelSpace, dtype: str
     """Read one listed scan with ``l3edge.scan.read_projection`` and cache it; returns its metadata."""
     from l3edge.scan import read_projection
 
-    proj = read_projection(record.path)
+    path = record.path
+    if record.phantom and path.is_dir():
+        # write_phantom(fmt="nifti") leaves phantom.nii.gz next to truth.json; a DICOM phantom has no NIfTI file.
+        nifti = sorted(path.glob("*.nii.gz")) + sorted(path.glob("*.nii"))
+        path = nifti[0] if nifti else path
+    proj = read_projection(path)
     truth = None
     if record.phantom:
         truth = json.loads((record.path / TRUTH_NAME).read_text())

@@ -23,8 +23,8 @@ from l3edge.series import Projection
 AIR, OUTSIDE_FOV = -1000.0, -1024.0
 NOISE_CORR_PX = 0.8
 """Gaussian correlation length of the noise (pixels)."""
-NOISE_MAX_FACTOR = 0.8
-"""Mean excess of the MIP over the noise-free MIP, in noise SDs (measured on full renders: ~0.5 over soft
+NOISE_MAX_FACTOR = 1.1
+"""Mean excess of the MIP over the noise-free MIP, in noise SDs (measured on full renders: ~0.5-1.5 over soft
 tissue and table, ~0.9 over bone)."""
 
 

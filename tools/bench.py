@@ -1,0 +1,167 @@
+"""Benchmark: each stage of ``l3edge predict`` against the seed-equivalent baseline, in one run.
+
+For phantom DICOM series of the requested slice counts, prints one table with
+- read + MIP, preprocess, CNN, post-process (median of ``--repeat`` in-process runs of the bundled/given model),
+- the whole ``l3edge predict`` process (fresh interpreter, wall time and peak RSS),
+- just reading the series' pixels with pydicom (the floor any DICOM tool pays),
+- the seed-equivalent CNN baseline: unpruned VGG16, FP32, PyTorch eager, stride 1, the same windows,
+and the ratios between them. Timings on a shared machine are noisy: compare ratios from the same run.
+
+    python -m tools.bench --slices 500 1200 [--model M.xml] [--parent vgg16.pt] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _phantom_series(root: Path, n_slices: int, seed: int) -> Path:
+    """A chest-abdomen-pelvis phantom with exactly ``n_slices`` uncompressed 512x512 slices (reused if present)."""
+    from l3edge.phantom import sample_config, write_phantom
+    from l3edge.phantom.anatomy import build_anatomy
+
+    out = root / f"phantom_{n_slices}_{seed}"
+    if (out / "truth.json").exists():
+        return out
+    cfg = sample_config(seed, "cap")
+    lo, hi = cfg.scan_z_range if cfg.scan_z_range else build_anatomy(cfg).truth().scan_z_range
+    spacing = (hi - lo) / (n_slices - 1)
+    cfg = cfg.with_overrides(
+        scan_z_range=(lo, lo + spacing * (n_slices - 1)), slice_spacing_mm=spacing,
+        slice_thickness_mm=max(spacing, 0.625),
+    )
+    write_phantom(out, seed, config=cfg, transfer_syntax="explicit")
+    return out
+
+
+def _pydicom_read_s(series: Path) -> float:
+    """Seconds to read every slice's pixels with plain pydicom (the floor of any DICOM reader)."""
+    import pydicom
+
+    files = sorted(p for p in series.iterdir() if p.name != "truth.json")
+    t = time.perf_counter()
+    for f in files:
+        pydicom.dcmread(f).pixel_array  # noqa: B018
+    return time.perf_counter() - t
+
+
+def _process(series: Path, model: str | None, threads: int) -> tuple[float, float, dict]:
+    """Run ``l3edge predict --json`` in a fresh interpreter: (wall s, peak RSS MB, result)."""
+    cmd = [sys.executable, "-c", "from l3edge.cli import main; main()", "predict", str(series), "--json",
+           "--threads", str(threads)]
+    if model:
+        cmd += ["--model", model]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
+    rss = usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"l3edge predict failed ({proc.returncode}): {stderr.strip()}")
+    return wall, rss, json.loads(stdout.strip().splitlines()[-1])
+
+
+def _baseline_cnn_s(channels: np.ndarray, height: int, parent: str | None, threads: int) -> tuple[float, int]:
+    """Seed-equivalent CNN stage: unpruned VGG16 FP32 in PyTorch eager mode, every window at stride 1."""
+    import torch
+
+    from l3edge.sliding import predict_windows
+    from tools.checkpoint import load_checkpoint
+    from tools.models import build_model
+
+    torch.set_num_threads(threads)
+    if parent:
+        model, _ = load_checkpoint(parent)
+    else:
+        model = build_model("vgg16", height, channels.shape[2]).eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch)).numpy()
+
+    t = time.perf_counter()
+    tops, _ = predict_windows(run, channels, height, 1, batch_size=16)
+    return time.perf_counter() - t, int(tops.size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, nargs="+", default=[500, 1200], help="series lengths to benchmark")
+    ap.add_argument("--model", help="IR to benchmark (default: L3EDGE_MODEL, then the bundled model)")
+    ap.add_argument("--parent", help="unpruned FP32 VGG16 checkpoint for the baseline (default: random weights)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeat", type=int, default=3, help="in-process repetitions per stage (median)")
+    ap.add_argument("--workdir", type=Path, help="where phantom series are written (default: a temp dir)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON")
+    args = ap.parse_args(argv)
+
+    from l3edge.locator import L3Locator
+    from l3edge.preprocess import normalize, to_model_space
+    from l3edge.scan import read_projection
+
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="l3edge-bench-")
+        args.workdir = Path(tmp.name)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    locator = L3Locator.load(args.model, threads=args.threads)
+    meta = locator.metadata
+    rows = []
+    for n in args.slices:
+        print(f"[bench] writing/reading a {n}-slice phantom series ...", file=sys.stderr)
+        series = _phantom_series(args.workdir, n, args.seed)
+        _pydicom_read_s(series)  # warm the page cache for every contender
+        floor_s = min(_pydicom_read_s(series) for _ in range(2))
+        stage_runs = [locator.predict(series).timings_ms for _ in range(args.repeat)]
+        stages = {k: statistics.median(r[k] for r in stage_runs) for k in ("read_mip", "preprocess", "cnn",
+                                                                            "postprocess")}
+        wall, rss, result = _process(series, args.model, args.threads)
+        proj = read_projection(series)
+        image, _ = to_model_space(proj.mip_hu, proj.z_mm, proj.col_spacing_mm, meta.space)
+        channels = normalize(image, meta.space)
+        print(f"[bench] seed baseline: VGG16 FP32 torch eager, stride 1 on {channels.shape} ...", file=sys.stderr)
+        base_s, n_windows = _baseline_cnn_s(channels, meta.space.window_height_px, args.parent, args.threads)
+        rows.append({
+            "slices": n, "read_mip_ms": stages["read_mip"], "preprocess_ms": stages["preprocess"],
+            "cnn_ms": stages["cnn"], "postprocess_ms": stages["postprocess"],
+            "process_s": wall, "peak_rss_mb": rss, "pydicom_read_s": floor_s,
+            "baseline_cnn_s": base_s, "baseline_windows": n_windows,
+            "cnn_speedup": base_s * 1000 / max(stages["cnn"], 1e-6),
+            "process_over_pydicom": wall / floor_s, "found": result.get("found"),
+        })
+
+    print(f"\nmodel: {meta.name} {meta.version} ({meta.precision}), stride {locator.stride} px, "
+          f"threads {args.threads}, inference precision {locator.model.inference_precision}")
+    print("| slices | read+MIP ms | preprocess ms | CNN ms | post ms | `l3edge predict` s | peak RSS MB "
+          "| pydicom read s | process / pydicom | seed CNN s (windows) | CNN speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['slices']} | {r['read_mip_ms']:.0f} | {r['preprocess_ms']:.1f} | {r['cnn_ms']:.1f} "
+              f"| {r['postprocess_ms']:.2f} | {r['process_s']:.2f} | {r['peak_rss_mb']:.0f} "
+              f"| {r['pydicom_read_s']:.2f} | {r['process_over_pydicom']:.2f}x "
+              f"| {r['baseline_cnn_s']:.1f} ({r['baseline_windows']}) | {r['cnn_speedup']:.0f}x |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
