@@ -18,7 +18,14 @@ from tools import crossval as cv
 from tools import evaluate as ev
 from tools import train as tr
 from tools.augment import AugmentConfig
-from tools.data import ScanRecord, default_space, gather_records, label_from_record, load_cache, read_scan_list
+from tools.data import (
+    ScanRecord,
+    default_space,
+    gather_records,
+    label_from_record,
+    load_cache,
+    read_scan_list,
+)
 from tools.models import VGG16, build_model
 from tools.strips import StripBatches
 

@@ -107,7 +107,7 @@ def cache_record(record: ScanRecord, folder: Path, space: ModelSpace, dtype: str
 
     path = record.path
     if record.phantom and path.is_dir():
-        # write_phantom(fmt="nifti") leaves phantom.nii.gz next to truth.json; a DICOM phantom has no NIfTI file.
+        # write_phantom(fmt="nifti") leaves phantom.nii.gz next to truth.json (a DICOM phantom has none).
         nifti = sorted(path.glob("*.nii.gz")) + sorted(path.glob("*.nii"))
         path = nifti[0] if nifti else path
     proj = read_projection(path)
@@ -338,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "inputs",
         nargs="*",
-        help="scan-list CSVs (columns: path and one of z_mm | slice_index | "
-        "sop_instance_uid, optional level; see tools/data.py) and/or phantom folders with truth.json",
+        help="scan-list CSVs and/or phantom folders (truth.json; or folders of them). CSV columns: path "
+        "(DICOM folder or NIfTI file, relative to the CSV) and the labelled slice as ONE of z_mm "
+        "(patient z, mm), "
+        "slice_index (0-based; DICOM: z-ascending feet->head order; NIfTI: the file's third-axis index) or "
+        "sop_instance_uid; all three empty = the vertebra is not in the scan; optional level (default L3)",
     )
     ap.add_argument("--out", required=True, type=Path, help="cache folder (created; resumable)")
     ap.add_argument(
@@ -348,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--seed", type=int, default=0, help="phantom seed (scan i uses a stream derived from seed, i)"
     )
-    ap.add_argument("--region-mix", default="", help="phantom regions with weights, e.g. abdomen=3,chest=1")
+    ap.add_argument(
+        "--region-mix", default="", help="phantom regions with weights, e.g. abdomen=3,chest=1 (default: the "
+        "generator's own mix of abdomen, cap, wholebody, chest, l3_top, l3_bottom)",
+    )
     ap.add_argument(
         "--phantom-mm", type=float, default=None, help="phantom voxel size passed to fast_projection"
     )
@@ -371,7 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         space = default_space(a.channels, a.mm_per_px, a.window[0], a.window[1], a.pad_px)
         level = a.level.upper()
         if a.phantoms > 0:
+            from l3edge.phantom.config import REGIONS
+
             mix = parse_mix(a.region_mix)
+            if set(mix) - set(REGIONS):
+                bad = sorted(set(mix) - set(REGIONS))
+                raise UsageError(f"--region-mix: unknown region(s) {bad}; use {', '.join(REGIONS)}")
             jobs = phantom_jobs(a.phantoms, a.seed, mix, a.phantom_mm, level, a.out, space, a.dtype)
             info = {
                 "kind": "phantom-fast",

@@ -117,7 +117,7 @@ def _cell(row: dict[str, str | None], key: str) -> str | None:
     return v or None
 
 
-def read_scan_list(csv_path: str | Path) -> list[ScanRecord]:
+def read_scan_list(csv_path: str | Path, default_level: str = "L3") -> list[ScanRecord]:
     """Parse a scan-list CSV (see the module docstring). Relative paths are relative to the CSV's folder."""
     csv_path = Path(csv_path)
     try:
@@ -152,7 +152,7 @@ def read_scan_list(csv_path: str | Path) -> list[ScanRecord]:
             raise InputError(f"{csv_path} line {n}: z_mm must be finite")
         if idx is not None and idx < 0:
             raise InputError(f"{csv_path} line {n}: slice_index must be >= 0")
-        level = (_cell(row, "level") or "L3").upper()
+        level = (_cell(row, "level") or default_level).upper()
         phantom = not given and (path / TRUTH_NAME).is_file()
         records.append(ScanRecord(path, z, idx, labels["sop_instance_uid"], level, phantom))
     return records
@@ -173,7 +173,7 @@ def gather_records(inputs: list[str | Path], level: str = "L3") -> list[ScanReco
     for item in inputs:
         p = Path(item)
         if p.suffix.lower() == ".csv":
-            records += read_scan_list(p)
+            records += read_scan_list(p, level)
         elif p.is_dir():
             found = discover_phantoms(p, level)
             if not found:

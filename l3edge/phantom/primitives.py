@@ -50,12 +50,17 @@ class Box:
 
 @dataclass(frozen=True)
 class Capsule:
-    """All points within ``r`` of the segment p0-p1 (bones, rods, rails, vessels), optionally clipped in z."""
+    """All points within ``r`` of the segment p0-p1 (bones, rods, rails, vessels), optionally clipped in z.
+
+    ``rim`` > 0 mimics a cortical tube seen in a frontal MIP (bright edges, dimmer centre): the value at a
+    point is ``value * (1 - rim * (1 - d2 / r**2))`` with ``d`` its distance to the segment in the frontal
+    (x, z) projection, so the max along y is the same profile in both render paths."""
 
     p0: tuple[float, float, float]
     p1: tuple[float, float, float]
     r: float
     value: float
+    rim: float = 0.0
 
     @property
     def z_range(self) -> tuple[float, float]:
@@ -92,6 +97,13 @@ class Capsule:
         a = np.asarray(self.p0, dtype=np.float64)
         d = np.asarray(self.p1, dtype=np.float64) - a
         return self._seg_dist2((X, Y, np.float64(z)), a, d) <= self.r**2
+
+    def rim_values(self, X: np.ndarray, z: float) -> np.ndarray:
+        """Values (see ``rim``) at x positions ``X`` in the plane ``z``."""
+        a = np.array([self.p0[0], self.p0[2]])
+        d = np.array([self.p1[0], self.p1[2]]) - a
+        d2 = np.minimum(self._seg_dist2((X, np.float64(z)), a, d) / self.r**2, 1.0)
+        return (self.value * (1 - self.rim * (1 - d2))).astype(np.float32)
 
     def shadow_mask(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
         # The shadow of a capsule along y is the 2-D capsule around the projected segment (same radius).
@@ -206,9 +218,11 @@ class Tube:
 Primitive = Box | Capsule | Ellipsoid | Tube
 
 
-def chain(points: list[tuple[float, float, float]], r: float, value: float) -> list[Capsule]:
+def chain(
+    points: list[tuple[float, float, float]], r: float, value: float, rim: float = 0.0
+) -> list[Capsule]:
     """Capsules along a polyline (ribs, crests, rami)."""
-    return [Capsule(_p3(a), _p3(b), r, value) for a, b in zip(points[:-1], points[1:], strict=True)]
+    return [Capsule(_p3(a), _p3(b), r, value, rim) for a, b in zip(points[:-1], points[1:], strict=True)]
 
 
 def _p3(p: Any) -> tuple[float, float, float]:

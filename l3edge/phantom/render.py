@@ -18,6 +18,7 @@ from scipy.ndimage import gaussian_filter, uniform_filter1d
 from l3edge.phantom.anatomy import Anatomy, Truth, build_anatomy
 from l3edge.phantom.config import PhantomConfig, sample_config
 from l3edge.phantom.primitives import Capsule
+from l3edge.phantom.texture import apply_texture, texture_field
 from l3edge.series import Projection
 
 AIR, OUTSIDE_FOV = -1000.0, -1024.0
@@ -51,8 +52,12 @@ def paint_plane(anat: Anatomy, z: float) -> np.ndarray:
             continue
         m = np.broadcast_to(p.slice_mask(coords[None, ca:cb], coords[ra:rb, None], z), (rb - ra, cb - ca))
         if m.any():
-            out[ra:rb, ca:cb][m] = p.value
-    return out
+            if isinstance(p, Capsule) and p.rim > 0:
+                vals = np.broadcast_to(p.rim_values(coords[None, ca:cb], z), m.shape)
+                out[ra:rb, ca:cb][m] = vals[m]
+            else:
+                out[ra:rb, ca:cb][m] = p.value
+    return apply_texture(out, texture_field(anat, coords, np.array([z])))
 
 
 def _fov_mask(anat: Anatomy) -> np.ndarray:
@@ -82,6 +87,7 @@ def _shadow_capsules(caps: list[Capsule], x: np.ndarray, zz: np.ndarray, p: floa
     b = np.array([(c.p1[0], c.p1[2]) for c in caps])
     r = np.array([c.r for c in caps])
     val = np.array([c.value for c in caps], dtype=np.float32)
+    rim = np.array([c.rim for c in caps], dtype=np.float32)
     lo, hi = np.minimum(a, b) - r[:, None], np.maximum(a, b) + r[:, None]
     ca = np.ceil((lo[:, 0] - x[0]) / p - 1e-9).astype(int)
     cb = np.floor((hi[:, 0] - x[0]) / p + 1e-9).astype(int) + 1
@@ -107,7 +113,9 @@ def _shadow_capsules(caps: list[Capsule], x: np.ndarray, zz: np.ndarray, p: floa
         dist2 = (ux - t * d[:, 0, None, None]) ** 2 + (uz - t * d[:, 1, None, None]) ** 2
         m = valid & (dist2 <= (r[k] ** 2)[:, None, None])
         idx = (rows[:, :, None] * x.size + cols[:, None, :])[m]
-        np.maximum.at(flat, idx, np.broadcast_to(val[k, None, None], m.shape)[m])
+        # rim: value rises from (1 - rim) * value on the axis to value at the shadow's edge (Capsule.rim)
+        q = 1 - rim[k, None, None] * (1 - dist2 / (r[k] ** 2)[:, None, None])
+        np.maximum.at(flat, idx, (val[k, None, None] * q)[m].astype(np.float32))
 
 
 def render_slices(config: PhantomConfig, order: str = "head") -> Iterator[tuple[float, np.ndarray]]:
@@ -165,6 +173,7 @@ def fast_projection(
         m = prim.shadow_mask(x[None, ca:cb], zz[ra:rb, None])
         sub = mip[ra:rb, ca:cb]
         np.maximum(sub, np.where(m, np.float32(prim.value), np.float32(AIR)), out=sub)
+    mip = apply_texture(mip, texture_field(anat, x, zz))
     if c.slice_thickness_mm > p:
         mip = uniform_filter1d(mip, size=max(1, int(round(c.slice_thickness_mm / p))), axis=0, mode="nearest")
     mip = mip[ext : ext + nz]

@@ -26,7 +26,7 @@ def _vertebra(
         xm, ym = 0.5 * (x + nxt.x), 0.5 * (y + nxt.y)
         out.append(Tube(((nxt.z_top, xm, ym, w + 1.5, d + 1.5), (zb, xm, ym, w + 1.5, d + 1.5)), 80.0))
     # Shell (AP walls dimmer than the endplates and lateral margins, as in real MIPs), cancellous core.
-    out.append(Tube(((zb, x, y, w, d), (zc, x, y, 0.93 * w, 0.95 * d), (zt, x, y, w, d)), 0.72 * cortex))
+    out.append(Tube(((zb, x, y, w, d), (zc, x, y, 0.93 * w, 0.95 * d), (zt, x, y, w, d)), 0.6 * cortex))
     e = min(1.6, 0.12 * h)
     out.append(
         Tube(
@@ -111,7 +111,7 @@ def _sacrum(spine: Spine, cfg: PhantomConfig, cortex: float, canc: float) -> lis
     else:
         parts = [(z0 - L, z0)]
     for lo, hi in parts:
-        out.append(Tube(knots(0.0, lo, hi), 0.62 * cortex))
+        out.append(Tube(knots(0.0, lo, hi), 0.52 * cortex))
         out.append(Tube(knots(3.0, lo + 1.5, hi - 1.5), canc))
     return out
 
@@ -140,6 +140,7 @@ def _ribs(
         b = ry * (0.75 if i <= 2 else 1.0)
         r = (6.0 if i == 1 else 4.8 if i < 5 else 5.8) * s
         hu = cortex * float(rng.uniform(0.8, 0.95))
+        wob = np.random.default_rng([cfg.detail_seed, 31, i])  # width irregularity, off the anatomy stream
         for sg in (-1.0, 1.0):
             head = (lv.x + sg * (lv.half_width + 4 * s), lv.y + 4 * s, lv.z_center)
             phi0 = np.arccos(np.clip(45 * s / a, 0, 1))  # the rib's angle, close to the back
@@ -151,7 +152,8 @@ def _ribs(
                 pts.append((cx + sg * a * np.cos(ph), cy + b * np.sin(ph), z))
             for k, (pa, pb) in enumerate(zip(pts[:-1], pts[1:], strict=True)):
                 f = k / (len(pts) - 2)  # anterior rib: thinner, less cortex
-                out.append(Capsule(pa, pb, r * (1 - 0.35 * f), hu * (1 - 0.55 * f)))
+                rk = r * (1 - 0.35 * f) * float(wob.uniform(0.85, 1.15))
+                out.append(Capsule(pa, pb, rk, 1.1 * hu * (1 - 0.55 * f), 0.45))
             if from_bottom >= 2 and i <= 10:  # costal cartilage to the sternum (faint)
                 end = pts[-1]
                 out.extend(chain([end, (cx + sg * 20 * s, cy - b, end[2] - 10 * s)], 4.5 * s, 130.0))
@@ -174,23 +176,27 @@ def _ribs(
             (cxs + sg * 75 * s, cys - rys + 15, t1.z_top),
             (sh - sg * 15 * s, t1.y + 5, t1.z_top + 12 * s),
         ]
-        out.extend(chain(pts, 7 * s, 0.85 * cortex))
+        out.extend(chain(pts, 7 * s, 0.95 * cortex, 0.4))
         # scapula: plate behind the ribs plus its thick lateral border and spine
         t5 = spine.by_name(f"T{min(5, n)}")
         cxb, cyb, rxb, ryb = body.cavity(t5.z_center)
         ang = -sg * np.radians(25)
         ctr = (cxb + sg * 0.6 * rxb, cyb + 0.85 * ryb, t5.z_center + 10 * s)
-        out.append(Ellipsoid(ctr, (48 * s, 5 * s, 78 * s), 0.5 * cortex, rot=rot_z(ang)))
+        out.append(Ellipsoid(ctr, (48 * s, 5 * s, 78 * s), 0.4 * cortex, rot=rot_z(ang)))
         glen = (sh - sg * 10 * s, t1.y + 15, t1.z_top - 5 * s)
-        out.extend(chain([glen, (ctr[0] + sg * 15 * s, ctr[1] + 5, ctr[2] - 70 * s)], 6 * s, 0.75 * cortex))
-        out.append(Capsule((ctr[0] - sg * 35 * s, ctr[1] + 5, ctr[2] + 55 * s), glen, 5.5 * s, 0.75 * cortex))
+        out.extend(
+            chain([glen, (ctr[0] + sg * 15 * s, ctr[1] + 5, ctr[2] - 70 * s)], 6 * s, 0.9 * cortex, 0.35)
+        )
+        out.append(
+            Capsule((ctr[0] - sg * 35 * s, ctr[1] + 5, ctr[2] + 55 * s), glen, 5.5 * s, 0.9 * cortex, 0.35)
+        )
     return out
 
 
 def _long_bone(
     p0: tuple[float, float, float], p1: tuple[float, float, float], r: float, cortex: float, canc: float
 ) -> list[Primitive]:
-    return [Capsule(p0, p1, r, cortex), Capsule(p0, p1, 0.55 * r, canc * 0.3)]
+    return [Capsule(p0, p1, r, 1.1 * cortex, 0.4), Capsule(p0, p1, 0.55 * r, canc * 0.3)]
 
 
 def _arms(spine: Spine, body: BodyShape, cfg: PhantomConfig, cortex: float, canc: float) -> list[Primitive]:
@@ -237,33 +243,39 @@ def _pelvis(
         ra, rc = 68 * pw, 45 * s
         rot = frame(tuple(u), tuple(vert))
         vert = np.asarray([r[2] for r in rot])
-        out.append(Ellipsoid(tuple(ctr), (ra, 6 * s, rc), 0.55 * cortex, rot=rot, z_clip=(z1 - 45 * s, 1e9)))
+        out.append(Ellipsoid(tuple(ctr), (ra, 6 * s, rc), 0.42 * cortex, rot=rot, z_clip=(z1 - 45 * s, 1e9)))
         # lower ilium: a broad body from below the wing down to the acetabulum roof
         low = (0.5 * (ctr[0] + acet[0]) - sg * 8 * s, ys - 10 * s, 0.5 * (z1 - 20 * s + acet[2]))
         out.append(
             Ellipsoid(
-                low, (32 * pw, 18 * s, 0.5 * (z1 - 20 * s - acet[2]) + 12 * s), 0.6 * cortex, rot=rot_z(ang)
+                low, (32 * pw, 18 * s, 0.5 * (z1 - 20 * s - acet[2]) + 12 * s), 0.48 * cortex, rot=rot_z(ang)
             )
         )
         rim = [
             tuple(ctr + np.cos(th) * ra * u + np.sin(th) * rc * vert) for th in np.linspace(-0.3, np.pi, 12)
         ]
-        out.extend(chain(rim, 4.5 * s, 0.95 * cortex))
+        out.extend(chain(rim, 4.5 * s, 1.2 * cortex, 0.25))
+        inner = [
+            tuple(ctr + np.cos(th) * ra * u + np.sin(th) * rc * vert) for th in np.linspace(np.pi, 4.1, 5)
+        ]
+        out.extend(chain(inner, 3.0 * s, 0.9 * cortex, 0.3))  # medial wing margin (arcuate line)
         asis = tuple(ctr + ra * u)
         out.extend(
-            chain([asis, (acet[0] + sg * 20 * s, yf - 20 * s, z1 - 35 * s), acet], 6 * s, 0.8 * cortex)
+            chain([asis, (acet[0] + sg * 20 * s, yf - 20 * s, z1 - 35 * s), acet], 6 * s, 0.9 * cortex, 0.35)
         )
         sup = (x + sg * (fhx - 22 * s), yf - 15 * s, zf + 6 * s)
-        out.extend(chain([joint, (x + sg * 60 * pw, yf + 5, zf + 38 * s), sup], 5 * s, 0.9 * cortex))
+        out.extend(chain([joint, (x + sg * 60 * pw, yf + 5, zf + 38 * s), sup], 5 * s, 1.0 * cortex, 0.3))
         pub_top, pub_bot = (
             (x + sg * 9 * s, yf - 58 * s, zf - 15 * s),
             (x + sg * 9 * s, yf - 55 * s, zf - 48 * s),
         )
         tuber = (x + sg * 55 * pw, yf + 10 * s, zf - 62 * s)
-        out.append(Capsule(sup, pub_top, 7 * s, 0.75 * cortex))
-        out.append(Capsule(pub_top, pub_bot, 8 * s, 0.75 * cortex))
-        out.append(Capsule(pub_bot, tuber, 6 * s, 0.75 * cortex))
-        out.append(Capsule(tuber, (x + sg * (fhx - 12 * s), yf + 15 * s, zf - 8 * s), 9 * s, 0.75 * cortex))
+        out.append(Capsule(sup, pub_top, 7 * s, 0.9 * cortex, 0.35))
+        out.append(Capsule(pub_top, pub_bot, 8 * s, 0.9 * cortex, 0.35))
+        out.append(Capsule(pub_bot, tuber, 6 * s, 0.9 * cortex, 0.35))
+        out.append(
+            Capsule(tuber, (x + sg * (fhx - 12 * s), yf + 15 * s, zf - 8 * s), 9 * s, 0.9 * cortex, 0.35)
+        )
         head = (x + sg * fhx, yf, zf)
         out.append(
             Ellipsoid(head, (28 * s, 28 * s, 28 * s), 0.7 * cortex, z_clip=(zf + 2 * s, 1e9))
@@ -271,7 +283,7 @@ def _pelvis(
         neck_end = (x + sg * (fhx + 38 * pw), yf + 5, zf - 30 * s)
         shaft_end = (x + sg * (fhx + 5 * pw), yf - 5, zf - 430 * s)
         out.append(Ellipsoid(head, (23 * s, 23 * s, 23 * s), 0.75 * cortex))
-        out.append(Capsule(head, neck_end, 15 * s, 0.75 * cortex))
+        out.append(Capsule(head, neck_end, 15 * s, 1.0 * cortex, 0.45))
         out.append(
             Ellipsoid(
                 (x + sg * (fhx + 50 * pw), yf + 10, zf - 15 * s), (16 * s, 18 * s, 22 * s), 0.7 * cortex

@@ -36,6 +36,30 @@ def table(cfg: PhantomConfig, rng: np.random.Generator) -> list[Primitive]:
     return out
 
 
+def _vessel_tree(
+    root: tuple[float, float, float],
+    extent: tuple[float, float, float],
+    hu: float,
+    rng: np.random.Generator,
+    depth: int = 3,
+) -> list[Primitive]:
+    """A small random branching tree of thin enhancing vessels inside an ellipsoidal organ of semi-axes
+    ``extent`` around ``root`` (branches halve in length and thin out at each level)."""
+    out: list[Primitive] = []
+    tips = [(np.asarray(root, dtype=np.float64), 3.0)]
+    ext = np.asarray(extent, dtype=np.float64)
+    for level in range(depth):
+        new = []
+        for p, r in tips:
+            for _ in range(int(rng.integers(2, 4))):
+                d = rng.normal(size=3)
+                q = p + 0.55**level * ext * d / np.linalg.norm(d)
+                out.append(Capsule(tuple(p), tuple(q), r, hu * float(rng.uniform(0.6, 0.85))))
+                new.append((q, max(1.0, 0.7 * r)))
+        tips = new
+    return out
+
+
 def soft_tissue(
     spine: Spine, body: BodyShape, cfg: PhantomConfig, rng: np.random.Generator
 ) -> list[Primitive]:
@@ -128,6 +152,11 @@ def soft_tissue(
             z_clip=(-1e9, dome),
         )
     )
+    if iv:  # enhancing hepatic/portal branches: thin bright lines mottling the liver in the MIP
+        hilum = (cx - 0.25 * rx, cy, min(tl.z_top - 30, dome - 40))
+        out += _vessel_tree(
+            hilum, (0.55 * rx, 0.6 * ry, 70 * s), aorta_hu, np.random.default_rng([cfg.detail_seed, 37])
+        )
     out.append(
         Ellipsoid(
             (cx + 0.62 * rx, cy + 0.45 * ry, tl.z_top),
@@ -144,6 +173,10 @@ def soft_tissue(
         kc = (l1.x + sg * (l1.half_width + 42 * s), l1.y + 8, l1.z_center + dz * s)
         out.append(Ellipsoid(kc, (28 * s, 24 * s, 55 * s), 200.0 if iv else 30.0, rot=rot_z(sg * 0.5)))
         out.append(Ellipsoid(kc, (16 * s, 14 * s, 38 * s), 120.0 if iv else 25.0, rot=rot_z(sg * 0.5)))
+        if iv:  # renal vessels fanning out from the hilum
+            hil = (kc[0] - sg * 12 * s, kc[1], kc[2])
+            k_rng = np.random.default_rng([cfg.detail_seed, 41, int(sg > 0)])
+            out += _vessel_tree(hil, (20 * s, 16 * s, 40 * s), aorta_hu, k_rng, depth=2)
     # vessels: aorta (left of the spine), IVC (right), iliac arteries, small branches
     tl_lv = [v for v in spine.levels if v.kind in "TL" and v.z_center <= lv("T4").z_center]
     l4 = lv(f"L{min(4, cfg.n_lumbar)}")
