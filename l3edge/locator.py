@@ -16,12 +16,12 @@ import numpy as np
 
 from l3edge.errors import UsageError
 from l3edge.metadata import ModelMetadata
-from l3edge.postprocess import fit_ramp
+from l3edge.postprocess import fit_ramp, place_on_slices
 from l3edge.preprocess import normalize, to_model_space
 from l3edge.result import L3Result
 from l3edge.runtime import ModelLocation, OVModel, resolve_model
 from l3edge.series import Projection
-from l3edge.sliding import predict_strip, predict_windows
+from l3edge.sliding import predict
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,8 @@ class L3Locator:
 
         t = time.perf_counter()
         height = space.window_height_px
-        if self._strip_mode(s):
-            assert meta.output_stride_px is not None
-            tops, preds = predict_strip(self.model.run, channels, height, s, meta.output_stride_px)
-        else:
-            tops, preds = predict_windows(self.model.run, channels, height, s)
+        output_stride = meta.output_stride_px if self._strip_mode(s) else None
+        tops, preds = predict(self.model.run, channels, height, s, output_stride)
         timings["cnn"] = _ms(t)
 
         t = time.perf_counter()
@@ -180,32 +177,25 @@ class L3Locator:
         fields: dict[str, Any] = dict(
             z_mm=None, slice_index=None, slice_z_mm=None, instance_number=None, sop_instance_uid=None
         )
-        found = fit.found
-        row_i: int | None = None
-        if found:
-            z = float(np.asarray(grid.row_to_z(fit.row)))
-            z_mm = np.asarray(projection.z_mm, dtype=np.float64)
-            half = float(np.median(np.abs(np.diff(z_mm)))) / 2 if z_mm.size > 1 else space.mm_per_px / 2
-            top, bottom = float(z_mm[0]) + half, float(z_mm[-1]) - half
-            if z > top or z < bottom:
-                # Padding lets the model see L3 at a scan edge; a level placed in the padding is not in view.
-                found = False
-                warnings.append(
-                    f"the model placed {meta.level} at z={z:.1f} mm, outside the scan (z {bottom:.1f} to "
-                    f"{top:.1f} mm); reported not found"
-                )
+        place = place_on_slices(
+            fit, float(np.asarray(grid.row_to_z(fit.row))), projection.z_mm, space.mm_per_px / 2
+        )
+        found, row_i = place.found, place.row
+        if place.outside:
+            warnings.append(
+                f"the model placed {meta.level} outside the scan (in the padding); reported not found"
+            )
+        if row_i is not None and place.z_mm is not None:
+            fields["z_mm"] = round(place.z_mm, 3)
+            fields["slice_z_mm"] = round(float(projection.z_mm[row_i]), 3)
+            if series is not None and len(series.slice_index) == projection.n_slices:
+                fields["slice_index"] = int(series.slice_index[row_i])
+                fields["instance_number"] = _at(series.instance_numbers, row_i)
+                fields["sop_instance_uid"] = _at(series.sop_instance_uids, row_i)
             else:
-                row_i = int(np.argmin(np.abs(z_mm - z)))
-                fields["z_mm"] = round(z, 3)
-                fields["slice_z_mm"] = round(float(z_mm[row_i]), 3)
-                if series is not None and len(series.slice_index) == projection.n_slices:
-                    fields["slice_index"] = int(series.slice_index[row_i])
-                    fields["instance_number"] = _at(series.instance_numbers, row_i)
-                    fields["sop_instance_uid"] = _at(series.sop_instance_uids, row_i)
-                else:
-                    # An in-memory projection without a series: rows are superior -> inferior, so the
-                    # z-ascending index of row i is counted from the last row.
-                    fields["slice_index"] = projection.n_slices - 1 - row_i
+                # An in-memory projection without a series: rows are superior -> inferior, so the
+                # z-ascending index of row i is counted from the last row.
+                fields["slice_index"] = projection.n_slices - 1 - row_i
         timings["postprocess"] = _ms(t)
 
         result = L3Result(

@@ -1,7 +1,8 @@
 """The model metadata contract: one JSON string in the IR's rt_info, written by tools/export.py only.
 
-The runtime needs nothing but the IR: model space (mm per pixel, intensity windows, normalisation, window size),
-the output layout, the inference mode, the default stride and the presence threshold all travel with the model.
+The runtime needs nothing but the IR: model space (mm per pixel, intensity windows, normalisation, window
+size), the output layout, the inference mode, the default stride and the presence threshold all travel with
+the model.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ class ModelMetadata:
     presence_index: int = 1
     """Channel of the output holding the 'L3 in this window' logit."""
     output_stride_px: int | None = 16
-    """Strip mode: the model is fully convolutional and, run on a strip of height H, returns one prediction per
-    window top ``s * k`` (s = this stride), output shape [1, 2, K, 1]. None: per-window mode only (input exactly one
+    """Strip mode: the model is fully convolutional and, run on a strip of height H, returns one prediction
+    per window top ``s * k`` (s = this stride), output shape [1, 2, K, 1]. None: per-window mode only (input
+    exactly one
     window per batch item, output [N, 2, 1, 1] or [N, 2])."""
     default_stride_px: int = 4
     """Default distance between window tops, in model pixels."""
@@ -98,13 +100,16 @@ class ModelMetadata:
         try:
             d = json.loads(text)
         except (TypeError, ValueError) as exc:
-            raise ModelError(f"model metadata is not valid JSON ({exc}); re-export the model with tools/export.py") from exc
+            raise ModelError(
+                f"model metadata is not valid JSON ({exc}); re-export the model with tools/export.py"
+            ) from exc
         if not isinstance(d, dict):
             raise ModelError("model metadata is not a JSON object; re-export the model with tools/export.py")
         version = d.pop("schema_version", None)
         if version != SCHEMA_VERSION:
             raise ModelError(
-                f"model metadata schema version {version!r} is not supported (this l3edge reads {SCHEMA_VERSION}); "
+                f"model metadata schema version {version!r} is not supported "
+                f"(this l3edge reads {SCHEMA_VERSION}); "
                 "use a matching l3edge version or re-export the model"
             )
         try:
@@ -121,7 +126,9 @@ class ModelMetadata:
             )
             meta = cls(space=space, **d)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"model metadata is incomplete or malformed ({exc!r}); re-export the model") from exc
+            raise ModelError(
+                f"model metadata is incomplete or malformed ({exc!r}); re-export the model"
+            ) from exc
         meta.validate()
         return meta
 

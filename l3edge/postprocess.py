@@ -1,8 +1,8 @@
 """Pure numpy: per-window predictions -> L3 row, presence and confidence (the seed's ramp correlation).
 
-While L3 is inside a window, a good regressor's offset (L3 row minus window top) falls by one row per row the window
-moves down. We look for the run of consecutive windows, one window height long, whose offsets correlate best with
-that ideal ramp and whose presence probabilities are high, and read the L3 row off that run.
+While L3 is inside a window, a good regressor's offset (L3 row minus window top) falls by one row per row the
+window moves down. We look for the run of consecutive windows, one window height long, whose offsets correlate
+best with that ideal ramp and whose presence probabilities are high, and read the L3 row off that run.
 """
 
 from __future__ import annotations
@@ -50,12 +50,10 @@ def fit_ramp(
 ) -> RampFit:
     """Locate L3 from per-window predictions.
 
-    Args:
-        tops: window top rows (model space), any order.
-        offsets: predicted L3 row minus window top, per window.
-        presence_logits: 'L3 in this window' logits, per window.
-        window_height: window height in rows; the run length is the number of windows in one height.
-        threshold: mean presence probability needed to report L3 found.
+    Args: tops: window top rows (model space), any order. offsets: predicted L3 row minus window top, per
+    window. presence_logits: 'L3 in this window' logits, per window. window_height: window height in rows; the
+    run length is the number of windows in one height. threshold: mean presence probability needed to report
+    L3 found.
     """
     order = np.argsort(tops, kind="stable")
     t = np.asarray(tops, dtype=np.float64)[order]
@@ -90,3 +88,35 @@ def fit_ramp(
         presence=presence,
         n_windows=n,
     )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The ramp fit mapped onto the scan's slices."""
+
+    found: bool
+    """L3 reported found: the fit said so and its z lies inside the scanned range."""
+    z_mm: float | None
+    """Patient z of the estimate (None when not found)."""
+    row: int | None
+    """Index (superior -> inferior order) of the slice nearest to ``z_mm`` (None when not found)."""
+    outside: bool
+    """The fit found the level but placed it in the padding, outside the scanned range."""
+
+
+def place_on_slices(fit: RampFit, z_of_row: float, z_slices: np.ndarray, default_half_mm: float) -> Placement:
+    """Map the fitted row's z onto the scan: nearest slice, or not found when it lies outside the scan.
+
+    Padding lets the model see a level at a scan edge, but a level placed in the padding is not in view.
+
+    Args: fit: the ramp fit. z_of_row: patient z of ``fit.row`` (from the model-space RowGrid). z_slices:
+    patient z of every slice, superior first. default_half_mm: half slice extent to use for a single-slice
+    scan.
+    """
+    if not fit.found:
+        return Placement(False, None, None, False)
+    z_sl = np.asarray(z_slices, dtype=np.float64)
+    half = float(np.median(np.abs(np.diff(z_sl)))) / 2 if z_sl.size > 1 else default_half_mm
+    if z_of_row > z_sl[0] + half or z_of_row < z_sl[-1] - half:
+        return Placement(False, None, None, True)
+    return Placement(True, float(z_of_row), int(np.argmin(np.abs(z_sl - z_of_row))), False)

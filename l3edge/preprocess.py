@@ -1,10 +1,10 @@
 """Pure numpy: MIP in HU -> model space -> normalised channels -> windows. Imported by tools/ too.
 
 Model space has isotropic pixels of ``mm_per_px``. Row r of the model-space image is centred at patient
-``z = RowGrid.z0_mm - r * mm_per_px`` (row 0 superior); column j is centred at
-``x = (j - (W - 1) / 2) * mm_per_px`` from the centre of the original image columns. Resampling averages each
-input sample over the output pixel's footprint (a box filter), so slice thickness and pixel spacing are handled the
-same way whether the scan is finer or coarser than model space.
+``z = RowGrid.z0_mm - r * mm_per_px`` (row 0 superior); column j is centred at ``x = (j - (W - 1) / 2) * mm_per_px``
+from the centre of the original image columns. Resampling averages each input sample over the output pixel's
+footprint (a box filter), so slice thickness and pixel spacing are handled the same way whether the scan is
+finer or coarser than model space.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class RowGrid:
 
 
 def _sample_edges(coords: np.ndarray) -> np.ndarray:
-    """Edges of the piecewise-constant footprint of samples at increasing ``coords`` (midpoints; ends extended)."""
+    """Edges of the footprints of samples at increasing ``coords`` (midpoints; the ends extended)."""
     if coords.size == 1:
         return np.array([coords[0] - 0.5, coords[0] + 0.5])
     mid = 0.5 * (coords[1:] + coords[:-1])
@@ -53,7 +53,9 @@ def box_resample(
     v = np.moveaxis(np.asarray(values, dtype=np.float64), axis, 0)
     edges = _sample_edges(src)
     lengths = np.diff(edges)
-    cum = np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(v * lengths.reshape((-1,) + (1,) * (v.ndim - 1)), 0)])
+    cum = np.concatenate(
+        [np.zeros((1,) + v.shape[1:]), np.cumsum(v * lengths.reshape((-1,) + (1,) * (v.ndim - 1)), 0)]
+    )
     a = np.clip(dst - width / 2, edges[0], edges[-1])
     b = np.clip(dst + width / 2, edges[0], edges[-1])
 

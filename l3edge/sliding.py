@@ -1,9 +1,9 @@
 """Model-agnostic sliding-window inference over a normalised model-space image.
 
-``run`` is any callable mapping a float32 batch [B, C, H, W] to an array whose first two axes are [B, 2] and whose
-remaining axes (if any) hold one prediction per window position (the fully convolutional 'strip' output,
-[B, 2, K, 1]). The OpenVINO runtime and the torch evaluation tools both go through these functions, so serving and
-evaluation cannot drift apart.
+``run`` is any callable mapping a float32 batch [B, C, H, W] to an array whose first two axes are [B, 2] and
+whose remaining axes (if any) hold one prediction per window position (the fully convolutional 'strip' output,
+[B, 2, K, 1]). The OpenVINO runtime and the torch evaluation tools both go through these functions, so serving
+and evaluation cannot drift apart.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def predict_strip(
     Returns the same (tops, predictions) as :func:`predict_windows` for a shift-equivariant model.
     """
     if stride % output_stride and output_stride % stride:
-        raise UsageError(f"stride {stride} must divide the model's output stride {output_stride} or be a multiple of it")
+        raise UsageError(
+            f"stride {stride} must divide the model's output stride {output_stride} or be a multiple of it"
+        )
     rows = channels.shape[1]
     tops_all, preds_all = [], []
     for shift in range(0, output_stride, min(stride, output_stride)):
@@ -72,3 +74,12 @@ def predict_strip(
         keep = tops % stride == 0
         tops, preds = tops[keep], preds[keep]
     return tops.astype(np.int64), preds
+
+
+def predict(
+    run: RunFn, channels: np.ndarray, window_height: int, stride: int, output_stride: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Strip path when the model has an output stride that fits ``stride``, else the per-window path."""
+    if output_stride is not None and not (output_stride % stride and stride % output_stride):
+        return predict_strip(run, channels, window_height, stride, output_stride)
+    return predict_windows(run, channels, window_height, stride)

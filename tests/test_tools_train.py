@@ -132,15 +132,23 @@ def test_phantom_folders(tmp_path: Path) -> None:
     """DICOM and NIfTI phantom folders (truth.json) are labelled from their truth."""
     from l3edge.phantom.writers import write_phantom
 
-    small = {"region": "abdomen", "matrix": 48, "pixel_spacing_mm": 8.0, "slice_spacing_mm": 10.0,
-             "slice_thickness_mm": 10.0}
-    truths = [write_phantom(tmp_path / "ph" / "a", 5, **small),
-              write_phantom(tmp_path / "ph" / "b", 6, fmt="nifti", **small)]
+    small = {
+        "region": "abdomen",
+        "matrix": 48,
+        "pixel_spacing_mm": 8.0,
+        "slice_spacing_mm": 10.0,
+        "slice_thickness_mm": 10.0,
+    }
+    truths = [
+        write_phantom(tmp_path / "ph" / "a", 5, **small),
+        write_phantom(tmp_path / "ph" / "b", 6, fmt="nifti", **small),
+    ]
     records = gather_records([tmp_path / "ph"])
     assert [r.phantom for r in records] == [True, True]
     cache = tmp_path / "cache"
-    summary = bc.build_cache(bc.record_jobs(records, cache, default_space(), "int16"), cache, default_space(),
-                             progress=False)
+    summary = bc.build_cache(
+        bc.record_jobs(records, cache, default_space(), "int16"), cache, default_space(), progress=False
+    )
     assert summary["cached"] == 2, summary
     _, scans = load_cache(cache)
     for scan, truth in zip(sorted(scans, key=lambda s: s.meta["path"]), truths, strict=True):

@@ -1,7 +1,7 @@
 """Benchmark: each stage of ``l3edge predict`` against the seed-equivalent baseline, in one run.
 
 For phantom DICOM series of the requested slice counts, prints one table with
-- read + MIP, preprocess, CNN, post-process (median of ``--repeat`` in-process runs of the bundled/given model),
+- read + MIP, preprocess, CNN, post-process (median of ``--repeat`` in-process runs of the model),
 - the whole ``l3edge predict`` process (fresh interpreter, wall time and peak RSS),
 - just reading the series' pixels with pydicom (the floor any DICOM tool pays),
 - the seed-equivalent CNN baseline: unpruned VGG16, FP32, PyTorch eager, stride 1, the same windows,
@@ -26,7 +26,7 @@ import numpy as np
 
 
 def _phantom_series(root: Path, n_slices: int, seed: int) -> Path:
-    """A chest-abdomen-pelvis phantom with exactly ``n_slices`` uncompressed 512x512 slices (reused if present)."""
+    """A chest-abdomen-pelvis phantom of exactly ``n_slices`` uncompressed 512x512 slices (reused)."""
     from l3edge.phantom import sample_config, write_phantom
     from l3edge.phantom.anatomy import build_anatomy
 
@@ -37,7 +37,8 @@ def _phantom_series(root: Path, n_slices: int, seed: int) -> Path:
     lo, hi = cfg.scan_z_range if cfg.scan_z_range else build_anatomy(cfg).truth().scan_z_range
     spacing = (hi - lo) / (n_slices - 1)
     cfg = cfg.with_overrides(
-        scan_z_range=(lo, lo + spacing * (n_slices - 1)), slice_spacing_mm=spacing,
+        scan_z_range=(lo, lo + spacing * (n_slices - 1)),
+        slice_spacing_mm=spacing,
         slice_thickness_mm=max(spacing, 0.625),
     )
     write_phantom(out, seed, config=cfg, transfer_syntax="explicit")
@@ -57,8 +58,16 @@ def _pydicom_read_s(series: Path) -> float:
 
 def _process(series: Path, model: str | None, threads: int) -> tuple[float, float, dict]:
     """Run ``l3edge predict --json`` in a fresh interpreter: (wall s, peak RSS MB, result)."""
-    cmd = [sys.executable, "-c", "from l3edge.cli import main; main()", "predict", str(series), "--json",
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from l3edge.cli import main; main()",
+        "predict",
+        str(series),
+        "--json",
+        "--threads",
+        str(threads),
+    ]
     if model:
         cmd += ["--model", model]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -103,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slices", type=int, nargs="+", default=[500, 1200], help="series lengths to benchmark")
     ap.add_argument("--model", help="IR to benchmark (default: L3EDGE_MODEL, then the bundled model)")
-    ap.add_argument("--parent", help="unpruned FP32 VGG16 checkpoint for the baseline (default: random weights)")
+    ap.add_argument(
+        "--parent", help="unpruned FP32 VGG16 checkpoint for the baseline (default: random weights)"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeat", type=int, default=3, help="in-process repetitions per stage (median)")
     ap.add_argument("--workdir", type=Path, help="where phantom series are written (default: a temp dir)")
@@ -129,33 +140,53 @@ def main(argv: list[str] | None = None) -> int:
         _pydicom_read_s(series)  # warm the page cache for every contender
         floor_s = min(_pydicom_read_s(series) for _ in range(2))
         stage_runs = [locator.predict(series).timings_ms for _ in range(args.repeat)]
-        stages = {k: statistics.median(r[k] for r in stage_runs) for k in ("read_mip", "preprocess", "cnn",
-                                                                            "postprocess")}
+        stages = {
+            k: statistics.median(r[k] for r in stage_runs)
+            for k in ("read_mip", "preprocess", "cnn", "postprocess")
+        }
         wall, rss, result = _process(series, args.model, args.threads)
         proj = read_projection(series)
         image, _ = to_model_space(proj.mip_hu, proj.z_mm, proj.col_spacing_mm, meta.space)
         channels = normalize(image, meta.space)
-        print(f"[bench] seed baseline: VGG16 FP32 torch eager, stride 1 on {channels.shape} ...", file=sys.stderr)
+        print(
+            f"[bench] seed baseline: VGG16 FP32 torch eager, stride 1 on {channels.shape} ...",
+            file=sys.stderr,
+        )
         base_s, n_windows = _baseline_cnn_s(channels, meta.space.window_height_px, args.parent, args.threads)
-        rows.append({
-            "slices": n, "read_mip_ms": stages["read_mip"], "preprocess_ms": stages["preprocess"],
-            "cnn_ms": stages["cnn"], "postprocess_ms": stages["postprocess"],
-            "process_s": wall, "peak_rss_mb": rss, "pydicom_read_s": floor_s,
-            "baseline_cnn_s": base_s, "baseline_windows": n_windows,
-            "cnn_speedup": base_s * 1000 / max(stages["cnn"], 1e-6),
-            "process_over_pydicom": wall / floor_s, "found": result.get("found"),
-        })
+        rows.append(
+            {
+                "slices": n,
+                "read_mip_ms": stages["read_mip"],
+                "preprocess_ms": stages["preprocess"],
+                "cnn_ms": stages["cnn"],
+                "postprocess_ms": stages["postprocess"],
+                "process_s": wall,
+                "peak_rss_mb": rss,
+                "pydicom_read_s": floor_s,
+                "baseline_cnn_s": base_s,
+                "baseline_windows": n_windows,
+                "cnn_speedup": base_s * 1000 / max(stages["cnn"], 1e-6),
+                "process_over_pydicom": wall / floor_s,
+                "found": result.get("found"),
+            }
+        )
 
-    print(f"\nmodel: {meta.name} {meta.version} ({meta.precision}), stride {locator.stride} px, "
-          f"threads {args.threads}, inference precision {locator.model.inference_precision}")
-    print("| slices | read+MIP ms | preprocess ms | CNN ms | post ms | `l3edge predict` s | peak RSS MB "
-          "| pydicom read s | process / pydicom | seed CNN s (windows) | CNN speed-up |")
+    print(
+        f"\nmodel: {meta.name} {meta.version} ({meta.precision}), stride {locator.stride} px, "
+        f"threads {args.threads}, inference precision {locator.model.inference_precision}"
+    )
+    print(
+        "| slices | read+MIP ms | preprocess ms | CNN ms | post ms | `l3edge predict` s | peak RSS MB "
+        "| pydicom read s | process / pydicom | seed CNN s (windows) | CNN speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['slices']} | {r['read_mip_ms']:.0f} | {r['preprocess_ms']:.1f} | {r['cnn_ms']:.1f} "
-              f"| {r['postprocess_ms']:.2f} | {r['process_s']:.2f} | {r['peak_rss_mb']:.0f} "
-              f"| {r['pydicom_read_s']:.2f} | {r['process_over_pydicom']:.2f}x "
-              f"| {r['baseline_cnn_s']:.1f} ({r['baseline_windows']}) | {r['cnn_speedup']:.0f}x |")
+        print(
+            f"| {r['slices']} | {r['read_mip_ms']:.0f} | {r['preprocess_ms']:.1f} | {r['cnn_ms']:.1f} "
+            f"| {r['postprocess_ms']:.2f} | {r['process_s']:.2f} | {r['peak_rss_mb']:.0f} "
+            f"| {r['pydicom_read_s']:.2f} | {r['process_over_pydicom']:.2f}x "
+            f"| {r['baseline_cnn_s']:.1f} ({r['baseline_windows']}) | {r['cnn_speedup']:.0f}x |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if tmp is not None:

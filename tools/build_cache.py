@@ -352,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=0, help="phantom seed (scan i uses a stream derived from seed, i)"
     )
     ap.add_argument(
-        "--region-mix", default="", help="phantom regions with weights, e.g. abdomen=3,chest=1 (default: the "
+        "--region-mix",
+        default="",
+        help="phantom regions with weights, e.g. abdomen=3,chest=1 (default: the "
         "generator's own mix of abdomen, cap, wholebody, chest, l3_top, l3_bottom)",
     )
     ap.add_argument(
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--mm-per-px", type=float, default=4.0)
     ap.add_argument("--window", type=int, nargs=2, default=(80, 64), metavar=("H", "W"), help="window px")
-    ap.add_argument("--pad-px", type=int, default=40)
+    ap.add_argument("--pad-px", type=int, default=80)
     ap.add_argument("--dtype", default="float32", choices=DTYPES, help="image storage (HU)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--quiet", action="store_true")

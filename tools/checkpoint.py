@@ -74,8 +74,12 @@ def load_checkpoint(path: str | Path) -> tuple[L3Net, dict]:
         raise ValueError(f"{path} is not an l3edge checkpoint (format {FORMAT})")
     space = space_from_dict(ckpt["space"])
     model = build_model(
-        ckpt["arch"], space.window_height_px, space.window_width_px, space.channels,
-        hidden=ckpt.get("hidden"), widths=ckpt.get("widths"),
+        ckpt["arch"],
+        space.window_height_px,
+        space.window_width_px,
+        space.channels,
+        hidden=ckpt.get("hidden"),
+        widths=ckpt.get("widths"),
     )
     model.load_state_dict(ckpt["state_dict"])
     model.eval()

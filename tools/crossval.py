@@ -1,6 +1,6 @@
 """k-fold cross-validation by scan: train on k-1 folds, test on the held-out one, never on training scans.
 
-    python -m tools.evaluate --folds 5 --arch cnn4 --cache cache/phantoms --steps 600 [--json cv.json]
+python -m tools.evaluate --folds 5 --arch cnn4 --cache cache/phantoms --steps 600 [--json cv.json]
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def default_space(
     mm_per_px: float = 4.0,
     window_height_px: int = 80,
     window_width_px: int = 64,
-    pad_px: int = 40,
+    pad_px: int = 80,
 ) -> ModelSpace:
     """The default model space (4 mm/px, 80 x 64 px windows) with the ``bone`` or ``windows`` channels."""
     try:

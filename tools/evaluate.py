@@ -31,9 +31,9 @@ import numpy as np
 
 from l3edge.errors import L3EdgeError, UsageError
 from l3edge.metadata import ModelSpace
-from l3edge.postprocess import fit_ramp
+from l3edge.postprocess import fit_ramp, place_on_slices
 from l3edge.preprocess import normalize
-from l3edge.sliding import predict_strip, predict_windows
+from l3edge.sliding import predict
 from tools.data import CachedScan, load_cache
 
 log = logging.getLogger("tools.evaluate")
@@ -131,21 +131,11 @@ def locate_cached(
     t0 = time.perf_counter()
     channels = normalize(scan.image, space)
     h = space.window_height_px
-    if output_stride is not None and not (output_stride % stride and stride % output_stride):
-        tops, preds = predict_strip(run, channels, h, stride, output_stride)
-    else:
-        tops, preds = predict_windows(run, channels, h, stride)
+    tops, preds = predict(run, channels, h, stride, output_stride)
     fit = fit_ramp(tops, preds[:, 0], preds[:, 1], h, threshold)
     z_sl = scan.z_slices
-    found, z_pred, pred_slice = fit.found, None, None
-    if found:
-        z_pred = float(scan.grid.row_to_z(fit.row))
-        # Same rule as l3edge.locator: a level placed in the padding, outside the scanned range, is not found.
-        half = float(np.median(np.abs(np.diff(z_sl)))) / 2 if z_sl.size > 1 else space.mm_per_px / 2
-        if z_pred > z_sl[0] + half or z_pred < z_sl[-1] - half:
-            found = False
-        else:
-            pred_slice = int(np.argmin(np.abs(z_sl - z_pred)))
+    place = place_on_slices(fit, float(scan.grid.row_to_z(fit.row)), z_sl, space.mm_per_px / 2)
+    found, z_pred, pred_slice = place.found, place.z_mm, place.row
     ms = (time.perf_counter() - t0) * 1000
     truth_slice = scan.truth_slice()
     r: dict[str, Any] = {

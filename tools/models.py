@@ -1,11 +1,11 @@
 """Networks for L3 regression (torch; tools only).
 
 All models are fully convolutional with an output stride of 16 model pixels: run on a strip of height
-``H_strip`` and width ``window_width_px`` they return ``[B, 2, K, 1]`` where output ``k`` is the prediction for the
-window whose top is row ``16 * k`` of the strip (channel 0: L3 row minus window top, in pixels; channel 1: 'L3 in
-this window' logit). Run on exactly one window they return ``[B, 2, 1, 1]``. The head is a convolution whose kernel
-spans one window of the stride-16 feature map, i.e. a dense layer over the window's features applied at every
-window position, so the trunk can be computed once over the whole MIP.
+``H_strip`` and width ``window_width_px`` they return ``[B, 2, K, 1]`` where output ``k`` is the prediction
+for the window whose top is row ``16 * k`` of the strip (channel 0: L3 row minus window top, in pixels;
+channel 1: 'L3 in this window' logit). Run on exactly one window they return ``[B, 2, 1, 1]``. The head is a
+convolution whose kernel spans one window of the stride-16 feature map, i.e. a dense layer over the window's
+features applied at every window position, so the trunk can be computed once over the whole MIP.
 
 ``VGG16`` mirrors torchvision's layer names, so a torchvision ImageNet state dict loads unchanged.
 """
@@ -22,7 +22,26 @@ OUTPUT_STRIDE = 16
 IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VGG16_CFG: Sequence[int | str] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_CFG: Sequence[int | str] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 def _vgg_features(cfg: Sequence[int | str], in_channels: int = 3) -> nn.Sequential:
@@ -45,8 +64,12 @@ class VGG16(nn.Module):
         self.features = _vgg_features(VGG16_CFG)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
             nn.Linear(4096, num_classes),
         )
 
@@ -62,7 +85,9 @@ def _last_out_channels(seq: nn.Sequential) -> int:
 class L3Net(nn.Module):
     """Trunk (stride 16) + convolutional window head -> [B, 2, K, 1]."""
 
-    def __init__(self, features: nn.Sequential, window_height_px: int, window_width_px: int, hidden: int = 256):
+    def __init__(
+        self, features: nn.Sequential, window_height_px: int, window_width_px: int, hidden: int = 256
+    ):
         super().__init__()
         if window_height_px % OUTPUT_STRIDE or window_width_px % OUTPUT_STRIDE:
             raise ValueError(f"window size must be a multiple of {OUTPUT_STRIDE} pixels")
@@ -99,7 +124,10 @@ def _with_widths(cfg: Sequence[int | str], widths: Sequence[int] | None) -> list
 
 
 def vgg16_l3(
-    window_height_px: int, window_width_px: int, in_channels: int = 3, hidden: int = 256,
+    window_height_px: int,
+    window_width_px: int,
+    in_channels: int = 3,
+    hidden: int = 256,
     widths: Sequence[int] | None = None,
 ) -> L3Net:
     """VGG16 conv1_1..conv5_3 with pool1..pool4 (pool5 dropped: stride 16), then the window head.
@@ -119,7 +147,10 @@ CNN4_CFG: Sequence[int | str] = (16, "M", 32, "M", 64, "M", 64, "M")
 
 
 def cnn4_l3(
-    window_height_px: int, window_width_px: int, in_channels: int = 3, hidden: int = 64,
+    window_height_px: int,
+    window_width_px: int,
+    in_channels: int = 3,
+    hidden: int = 64,
     widths: Sequence[int] | None = None,
 ) -> L3Net:
     """The seed's small from-scratch baseline ('CNN4'): four conv + pool stages (stride 16)."""
@@ -133,8 +164,12 @@ ARCHITECTURES = {"vgg16": vgg16_l3, "cnn4": cnn4_l3}
 
 
 def build_model(
-    arch: str, window_height_px: int, window_width_px: int, in_channels: int = 3,
-    hidden: int | None = None, widths: Sequence[int] | None = None,
+    arch: str,
+    window_height_px: int,
+    window_width_px: int,
+    in_channels: int = 3,
+    hidden: int | None = None,
+    widths: Sequence[int] | None = None,
 ) -> L3Net:
     """Build an L3Net; ``hidden`` (head width) and ``widths`` (conv channels) describe pruned variants."""
     try:
@@ -156,8 +191,8 @@ def describe(model: L3Net) -> dict:
 def load_imagenet_features(model: L3Net, source: str | Path) -> int:
     """Copy torchvision VGG16 ImageNet conv weights into ``model.features``.
 
-    ``source`` is a path to a torchvision ``vgg16-*.pth`` state dict, or ``imagenet`` to fetch torchvision's file
-    (needs the network; cached by torch.hub). Returns the number of tensors copied.
+    ``source`` is a path to a torchvision ``vgg16-*.pth`` state dict, or ``imagenet`` to fetch torchvision's
+    file (needs the network; cached by torch.hub). Returns the number of tensors copied.
     """
     if str(source) == "imagenet":
         state = torch.hub.load_state_dict_from_url(IMAGENET_URL, progress=True, map_location="cpu")
