@@ -3,8 +3,8 @@
 Model space has isotropic pixels of ``mm_per_px``. Row r of the model-space image is centred at patient
 ``z = RowGrid.z0_mm - r * mm_per_px`` (row 0 superior); column j is centred at
 ``x = (j - (W - 1) / 2) * mm_per_px`` from the centre of the original image columns. Resampling averages each
-input sample over the output pixel's footprint (a box filter), so slice thickness and pixel spacing are handled
-the same way whether the scan is finer or coarser than model space.
+input sample over the output pixel's footprint (a box filter), so slice thickness and pixel spacing
+are handled the same way whether the scan is finer or coarser than model space.
 """
 
 from __future__ import annotations
