@@ -18,6 +18,7 @@ from tools import crossval as cv
 from tools import evaluate as ev
 from tools import train as tr
 from tools.augment import AugmentConfig
+from tools.checkpoint import load_checkpoint
 from tools.data import (
     ScanRecord,
     default_space,
@@ -262,6 +263,19 @@ def test_deterministic(phantom_cache: Path) -> None:
 def test_time_budget_stops_cleanly(phantom_cache: Path, tmp_path: Path) -> None:
     m = tr.train(phantom_cache, "cnn4", tmp_path / "t.pt", steps=10_000, time_budget_min=1e-5, **QUICK)
     assert m["stopped"] == "time" and m["steps_done"] < 10_000 and (tmp_path / "t.pt").is_file()
+
+
+def test_init_continues_from_checkpoint(phantom_cache: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.pt"
+    tr.train(phantom_cache, "cnn4", first, steps=3, val_frac=0, **QUICK)
+    parent, _ = load_checkpoint(first)
+    space, _ = load_cache(phantom_cache)
+    cfg = tr.make_config(init=str(first), **QUICK)
+    model = tr.new_model("cnn4", space, cfg)
+    for (k, a), b in zip(model.state_dict().items(), parent.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    with pytest.raises(UsageError, match="another architecture or model space"):
+        tr.new_model("cnn4", default_space("windows"), cfg)
 
 
 def test_fine_tune(phantom_cache: Path) -> None:

@@ -32,7 +32,7 @@ import torch
 from l3edge.errors import L3EdgeError, UsageError
 from l3edge.metadata import ModelSpace
 from tools.augment import AugmentConfig
-from tools.checkpoint import save_checkpoint, sha256_file
+from tools.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from tools.data import CachedScan, load_cache, read_index
 from tools.models import OUTPUT_STRIDE, L3Net, build_model, load_imagenet_features
 from tools.strips import StripBatches, strip_loss
@@ -75,6 +75,8 @@ class TrainConfig:
     time_budget_min: float | None = None
     augment: bool = True
     pretrained: str | None = None
+    init: str | None = None
+    """Continue from this l3edge checkpoint's weights (same architecture and model space)."""
     """``imagenet`` (download via torch.hub) or a torchvision VGG16 state-dict path (vgg16 only)."""
     log_every: int = 50
     amp: bool = True
@@ -304,6 +306,11 @@ def new_model(arch: str, space: ModelSpace, cfg: TrainConfig) -> L3Net:
         model.head[-1].bias[0] = space.window_height_px / 2
     if cfg.pretrained:
         load_pretrained(model, arch, cfg.pretrained)
+    if cfg.init:
+        parent, ckpt = load_checkpoint(cfg.init)
+        if ckpt["arch"] != arch or ckpt["space_obj"] != space:
+            raise UsageError(f"--init {cfg.init}: another architecture or model space than this run's")
+        model.load_state_dict(parent.state_dict())
     return model
 
 
@@ -406,6 +413,7 @@ _HELP = {
     "threads": "torch CPU threads",
     "workers": "augmentation worker processes (DataLoader)",
     "time_budget_min": "stop cleanly after N minutes",
+    "init": "continue training from this checkpoint's weights (same --arch and model space)",
     "pretrained": "vgg16 only: 'imagenet' (torch.hub download, needs the network once) or a torchvision "
     "vgg16-*.pth state dict",
     "hidden": "head width (default: the architecture's)",
