@@ -58,28 +58,23 @@ def _pydicom_read_s(series: Path) -> float:
 
 def _process(series: Path, model: str | None, threads: int) -> tuple[float, float, dict]:
     """Run ``l3edge predict --json`` in a fresh interpreter: (wall s, peak RSS MB, result)."""
-    cmd = [
-        sys.executable,
-        "-c",
-        "from l3edge.cli import main; main()",
-        "predict",
-        str(series),
-        "--json",
-        "--threads",
-        str(threads),
-    ]
+    # The child reports its own peak RSS from VmHWM: getrusage's ru_maxrss survives fork + exec, so it would
+    # also count this benchmark process's pages.
+    code = (
+        "import sys\nfrom l3edge.cli import main\ntry:\n    main()\nfinally:\n"
+        "    hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
+        "    sys.stderr.write('\\n[rss_kib] %s\\n' % (hwm[0].split()[1] if hwm else 'nan'))"
+    )
+    cmd = [sys.executable, "-c", code, "predict", str(series), "--json", "--threads", str(threads)]
     if model:
         cmd += ["--model", model]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
-    rss = usage.ru_maxrss / 1024
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t
+    stdout, stderr = proc.stdout, proc.stderr
+    rss = float("nan")
+    if "[rss_kib]" in stderr:
+        rss = float(stderr.rsplit("[rss_kib]", 1)[-1].split()[0]) / 1024
     if proc.returncode != 0:
         raise SystemExit(f"l3edge predict failed ({proc.returncode}): {stderr.strip()}")
     return wall, rss, json.loads(stdout.strip().splitlines()[-1])
