@@ -43,6 +43,27 @@ class ModelSpace:
     def channels(self) -> int:
         return len(self.intensity_windows)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (lists instead of tuples)."""
+        d = asdict(self)
+        d["intensity_windows"] = [list(w) for w in self.intensity_windows]
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpace:
+        """Inverse of :meth:`to_dict`; raises KeyError, TypeError or ValueError on malformed input."""
+        return cls(
+            mm_per_px=float(d["mm_per_px"]),
+            window_height_px=int(d["window_height_px"]),
+            window_width_px=int(d["window_width_px"]),
+            intensity_windows=tuple((float(lo), float(hi)) for lo, hi in d["intensity_windows"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            fill_hu=float(d.get("fill_hu", -1024.0)),
+            pad_px=int(d.get("pad_px", 0)),
+        )
+
     @property
     def window_height_mm(self) -> float:
         return self.window_height_px * self.mm_per_px
@@ -113,17 +134,7 @@ class ModelMetadata:
                 "use a matching l3edge version or re-export the model"
             )
         try:
-            s = d.pop("space")
-            space = ModelSpace(
-                mm_per_px=float(s["mm_per_px"]),
-                window_height_px=int(s["window_height_px"]),
-                window_width_px=int(s["window_width_px"]),
-                intensity_windows=tuple((float(lo), float(hi)) for lo, hi in s["intensity_windows"]),
-                mean=tuple(float(v) for v in s["mean"]),
-                std=tuple(float(v) for v in s["std"]),
-                fill_hu=float(s.get("fill_hu", -1024.0)),
-                pad_px=int(s.get("pad_px", 0)),
-            )
+            space = ModelSpace.from_dict(d.pop("space"))
             meta = cls(space=space, **d)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(

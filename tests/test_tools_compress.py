@@ -28,7 +28,7 @@ from tools import prune as prune_mod  # noqa: E402
 from tools import quantize as quantize_mod  # noqa: E402
 from tools import variants as variants_mod  # noqa: E402
 from tools.checkpoint import load_checkpoint, save_checkpoint, sha256_file  # noqa: E402
-from tools.data import CACHE_FORMAT, INDEX_NAME, make_meta, save_cached, space_to_dict  # noqa: E402
+from tools.data import CACHE_FORMAT, INDEX_NAME, make_meta, save_cached  # noqa: E402
 from tools.models import build_model, describe  # noqa: E402
 
 SPACE = ModelSpace(
@@ -98,7 +98,7 @@ def work(tmp_path_factory):
         )
         save_cached(cache, meta, synthetic_scan(rng, rows, l3), z_slices, "float32")
         ids.append(meta)
-    index = {"format": CACHE_FORMAT, "space": space_to_dict(SPACE), "info": {}, "scans": ids, "failed": {}}
+    index = {"format": CACHE_FORMAT, "space": SPACE.to_dict(), "info": {}, "scans": ids, "failed": {}}
     (cache / INDEX_NAME).write_text(json.dumps(index))
     return {"dir": d, "ckpt": ckpt, "pruned": pruned, "xml": xml, "cache": cache}
 

@@ -41,7 +41,6 @@ from tools.data import (
     make_meta,
     read_meta,
     save_cached,
-    space_to_dict,
     truth_slices,
 )
 
@@ -208,7 +207,7 @@ def _open_cache(folder: Path, space: ModelSpace) -> dict[str, dict[str, Any]]:
     index_path = folder / INDEX_NAME
     if index_path.is_file():
         old = json.loads(index_path.read_text())
-        if old.get("space") != json.loads(json.dumps(space_to_dict(space))):
+        if old.get("space") != json.loads(json.dumps(space.to_dict())):
             raise UsageError(f"{folder} was built with another model space; use a new --out folder")
     done = {}
     for p in sorted(folder.glob("*.npz")):
@@ -230,7 +229,7 @@ def _write_index(
 ) -> None:
     index = {
         "format": CACHE_FORMAT,
-        "space": space_to_dict(space),
+        "space": space.to_dict(),
         "info": info,
         "scans": [metas[k] for k in sorted(metas)],
         "failed": failed,

@@ -11,7 +11,6 @@ A checkpoint is a ``torch.save`` dict::
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import tempfile
@@ -26,19 +25,6 @@ from tools.models import L3Net, build_model, describe
 FORMAT = 1
 
 
-def space_from_dict(d: dict) -> ModelSpace:
-    return ModelSpace(
-        mm_per_px=float(d["mm_per_px"]),
-        window_height_px=int(d["window_height_px"]),
-        window_width_px=int(d["window_width_px"]),
-        intensity_windows=tuple((float(a), float(b)) for a, b in d["intensity_windows"]),
-        mean=tuple(float(v) for v in d["mean"]),
-        std=tuple(float(v) for v in d["std"]),
-        fill_hu=float(d.get("fill_hu", -1024.0)),
-        pad_px=int(d.get("pad_px", 0)),
-    )
-
-
 def save_checkpoint(path: str | Path, model: L3Net, arch: str, space: ModelSpace, **info: Any) -> str:
     """Write atomically; returns the file's SHA-256."""
     path = Path(path)
@@ -47,7 +33,7 @@ def save_checkpoint(path: str | Path, model: L3Net, arch: str, space: ModelSpace
         "format": FORMAT,
         "arch": arch,
         **describe(model),
-        "space": dataclasses.asdict(space),
+        "space": space.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "level": info.pop("level", "L3"),
         "trained_on": info.pop("trained_on", ""),
@@ -72,7 +58,7 @@ def load_checkpoint(path: str | Path) -> tuple[L3Net, dict]:
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not an l3edge checkpoint (format {FORMAT})")
-    space = space_from_dict(ckpt["space"])
+    space = ModelSpace.from_dict(ckpt["space"])
     model = build_model(
         ckpt["arch"],
         space.window_height_px,

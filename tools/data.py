@@ -73,19 +73,6 @@ def default_space(
     )
 
 
-def space_to_dict(space: ModelSpace) -> dict[str, Any]:
-    return {
-        "mm_per_px": space.mm_per_px,
-        "window_height_px": space.window_height_px,
-        "window_width_px": space.window_width_px,
-        "intensity_windows": [list(w) for w in space.intensity_windows],
-        "mean": list(space.mean),
-        "std": list(space.std),
-        "fill_hu": space.fill_hu,
-        "pad_px": space.pad_px,
-    }
-
-
 @dataclass(frozen=True)
 class ScanRecord:
     """One scan to cache and how its label is given (at most one of the three label fields is set)."""
@@ -414,7 +401,6 @@ def read_index(folder: str | Path) -> dict[str, Any]:
 
 def load_cache(folder: str | Path, ids: list[str] | None = None) -> tuple[ModelSpace, list[CachedScan]]:
     """Model space and cached scans (all, or ``ids`` in that order)."""
-    from tools.checkpoint import space_from_dict
 
     folder = Path(folder)
     index = read_index(folder)
@@ -425,4 +411,4 @@ def load_cache(folder: str | Path, ids: list[str] | None = None) -> tuple[ModelS
             raise UsageError(f"{len(missing)} scan ids not in {folder} (e.g. {missing[0]})")
         known = list(ids)
     scans = [load_scan(folder / f"{i}.npz") for i in known]
-    return space_from_dict(index["space"]), scans
+    return ModelSpace.from_dict(index["space"]), scans
