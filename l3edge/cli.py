@@ -14,12 +14,15 @@ import tempfile
 import traceback
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from l3edge import __version__
 from l3edge.errors import L3EdgeError, ModelError, UsageError
+
+if TYPE_CHECKING:
+    from l3edge.phantom import Truth
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 2, 3, 4
 
@@ -249,22 +252,15 @@ def info(
         typer.echo(f"{key + ':':<16}{value}")
 
 
-def _truth_summary(truth: Any) -> str:
-    if getattr(truth, "l3_in_view", False):
-        return f"L3 in view at z = {float(truth.l3_z_mm):.1f} mm"
+def _truth_summary(truth: Truth) -> str:
+    if truth.l3_in_view and truth.l3_z_mm is not None:
+        return f"L3 in view at z = {truth.l3_z_mm:.1f} mm"
     return "L3 not in view"
 
 
-def _scan_path(truth: Any, out_dir: Path, fmt: str) -> Path:
-    """Where write_phantom put the scan: its ``path`` if given, else the folder (DICOM) or the NIfTI in it."""
-    path = getattr(truth, "path", None)
-    if path:
-        return Path(path)
-    if fmt == "nifti":
-        found = sorted(out_dir.glob("*.nii*"))
-        if found:
-            return found[0]
-    return out_dir
+def _scan_path(out_dir: Path, fmt: str) -> Path:
+    """Where write_phantom put the scan: the folder (DICOM) or the NIfTI file in it."""
+    return out_dir / "phantom.nii.gz" if fmt == "nifti" else out_dir
 
 
 @app.command()
@@ -287,25 +283,9 @@ def phantom(
     except OSError as exc:
         _error(out_dir, exc.strerror or exc)
         raise typer.Exit(EXIT_USAGE) from None
-    where = _scan_path(truth, out_dir, fmt.value)
+    where = _scan_path(out_dir, fmt.value)
     typer.echo(f"wrote a {fmt.value} phantom ({region.value}, seed {seed}) to {where}")
     typer.echo(f"truth: {_truth_summary(truth)}")
-
-
-def _body_range(l3: Any) -> tuple[float, float] | None:
-    """(low, high) z of the L3 body from truth["vertebrae"]["L3"], whatever shape the phantom gives it."""
-    values: list[float] = []
-    if isinstance(l3, dict):
-        for key, v in l3.items():
-            if isinstance(v, int | float) and any(
-                t in key for t in ("top", "bottom", "min", "max", "sup", "inf")
-            ):
-                values.append(float(v))
-            elif isinstance(v, list | tuple) and "z" in key and len(v) == 2:
-                values.extend(float(x) for x in v)
-    elif isinstance(l3, list | tuple) and len(l3) == 2:
-        values = [float(x) for x in l3]
-    return (min(values), max(values)) if len(values) >= 2 else None
 
 
 @app.command()
@@ -326,16 +306,16 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="l3edge-demo-") as tmp:
         try:
             truth = write_phantom(Path(tmp), seed, "dicom", "abdomen")
-            result = locator.predict(_scan_path(truth, Path(tmp), "dicom"))
+            result = locator.predict(_scan_path(Path(tmp), "dicom"))
         except L3EdgeError as exc:
             raise _fail("phantom", exc) from None
     typer.echo(f"phantom (seed {seed}): {_truth_summary(truth)}")
     typer.echo(f"l3edge: {_human(result).split(': ', 1)[1]}")
-    if result.found and result.z_mm is not None and getattr(truth, "l3_in_view", False):
-        typer.echo(f"z error: {result.z_mm - float(truth.l3_z_mm):+.1f} mm")
-        body = _body_range(truth.to_dict().get("vertebrae", {}).get("L3"))
-        if body is not None and result.slice_z_mm is not None:
-            inside = body[0] <= result.slice_z_mm <= body[1]
+    if result.found and result.z_mm is not None and truth.l3_in_view and truth.l3_z_mm is not None:
+        typer.echo(f"z error: {result.z_mm - truth.l3_z_mm:+.1f} mm")
+        l3 = truth.vertebrae["L3"]
+        if result.slice_z_mm is not None:
+            inside = l3["z_bottom"] <= result.slice_z_mm <= l3["z_top"]
             answer = "yes" if inside else "no"
             typer.echo(f"chosen slice (z = {result.slice_z_mm:.1f} mm) lies in the L3 body: {answer}")
     elif result.found != bool(getattr(truth, "l3_in_view", False)):

@@ -254,12 +254,3 @@ def test_phantom_and_demo(runner: CliRunner, tiny_model: Path, tmp_path: Path) -
     r = runner.invoke(app, ["demo", "--seed", "1", "--model", str(tiny_model)])
     assert r.exit_code == 0, r.output
     assert "phantom (seed 1)" in r.stdout and "l3edge:" in r.stdout
-
-
-def test_body_range_shapes() -> None:
-    from l3edge.cli import _body_range
-
-    assert _body_range({"name": "L3", "z_top": 10.0, "z_bottom": -20.0, "x": 3.0}) == (-20.0, 10.0)
-    assert _body_range({"z_range_mm": [5, -5]}) == (-5.0, 5.0)
-    assert _body_range([1.0, 2.0]) == (1.0, 2.0)
-    assert _body_range(None) is None
