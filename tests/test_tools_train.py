@@ -161,25 +161,24 @@ def test_phantom_folders(tmp_path: Path) -> None:
 # --- phantom fast path, training, evaluation --------------------------------------------------------------
 
 
+def _phantom_cache_args(out: Path) -> list[str]:
+    return [
+        "--phantoms",
+        "6",
+        "--seed",
+        "3",
+        "--region-mix",
+        "abdomen=3,l3_top=1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+
+
 @pytest.fixture(scope="module")
 def phantom_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cache") / "phantoms"
-    assert (
-        bc.main(
-            [
-                "--phantoms",
-                "6",
-                "--seed",
-                "3",
-                "--region-mix",
-                "abdomen=3,l3_top=1",
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert bc.main(_phantom_cache_args(out)) == 0
     return out
 
 
@@ -190,22 +189,7 @@ def test_phantom_cache_is_resumable(phantom_cache: Path, capsys: pytest.CaptureF
     assert {"label_row", "in_view", "z0_mm", "region", "variants", "vertebrae", "n_slices"} <= set(m)
     assert m["region"] in ("abdomen", "l3_top") and "L3" in m["vertebrae"]
     capsys.readouterr()
-    assert (
-        bc.main(
-            [
-                "--phantoms",
-                "6",
-                "--seed",
-                "3",
-                "--region-mix",
-                "abdomen=3,l3_top=1",
-                "--out",
-                str(phantom_cache),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert bc.main(_phantom_cache_args(phantom_cache)) == 0
     assert json.loads(capsys.readouterr().out)["skipped_existing"] == 6
     with pytest.raises(UsageError, match="another model space"):
         bc.build_cache([], phantom_cache, default_space("windows"), progress=False)
