@@ -22,7 +22,11 @@ from l3edge import __version__
 from l3edge.errors import L3EdgeError, ModelError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from l3edge.locator import L3Locator
     from l3edge.phantom import Truth
+    from l3edge.series import Projection
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 2, 3, 4
 
@@ -102,6 +106,33 @@ ModelOpt = Annotated[
 ]
 
 
+def _load_while_reading(
+    load: Callable[[], L3Locator], first: Path | None, series: str | None
+) -> tuple[L3Locator, Projection | Exception | None]:
+    """Load the model in a background thread while the main thread reads the first scan.
+
+    OpenVINO releases the GIL while it compiles, so a one-scan run costs about max(load, read) instead of
+    their sum. Returns (locator, the first scan's projection or the error reading it raised, which the scan
+    loop re-raises so that it is reported like any other scan's error).
+
+    Raises:
+        ModelError, UsageError: from ``load``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="l3edge-load") as pool:
+        future = pool.submit(load)
+        prefetched: Projection | Exception | None = None
+        if first is not None:
+            from l3edge.scan import read_projection
+
+            try:
+                prefetched = read_projection(first, series_uid=series)
+            except Exception as exc:  # noqa: BLE001 - re-raised in the scan loop
+                prefetched = exc
+        return future.result(), prefetched
+
+
 @app.command()
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="DICOM folders or NIfTI files, one scan each.")],
@@ -127,6 +158,9 @@ def predict(
         Precision | None,
         typer.Option(help="Inference precision (default: OpenVINO's choice for the device)."),
     ] = None,
+    refine: Annotated[
+        bool, typer.Option(help="Use the model's refiner, when it has one, to place L3 more finely.")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -144,27 +178,35 @@ def predict(
         writer = ResultWriter(out) if out is not None else None
     except UsageError as exc:
         raise _fail(out, exc) from None
+    done: set[str] = set()
+    if writer is not None and resume:
+        try:
+            done = writer.done_paths()
+        except UsageError as exc:
+            raise _fail(out, exc) from None
+    first = next((p for p in paths if os.path.abspath(p) not in done), None)
     where: object = model if model is not None else "model"
     try:
         where = resolve_model(model).path
-        locator = L3Locator.load(
-            model,
-            device=device,
-            threads=threads,
-            stride=stride,
-            mode=mode.value,
-            inference_precision=precision.value if precision else None,
+        locator, prefetched = _load_while_reading(
+            lambda: L3Locator.load(
+                model,
+                device=device,
+                threads=threads,
+                stride=stride,
+                mode=mode.value,
+                inference_precision=precision.value if precision else None,
+                refine=refine,
+            ),
+            first,
+            series,
         )
     except ModelError as exc:
         raise _fail(where, exc) from None
     except UsageError as exc:
         raise _fail("arguments", exc) from None
-
-    done: set[str] = set()
     if writer is not None:
         try:
-            if resume:
-                done = writer.done_paths()
             writer.open()
         except UsageError as exc:
             raise _fail(out, exc) from None
@@ -179,7 +221,13 @@ def predict(
             if progress:
                 typer.echo(f"[{i}/{len(paths)}] {path}", err=True)
             try:
-                result = locator.predict(path, series_uid=series, qa_dir=qa)
+                if path is first and prefetched is not None:
+                    projection, prefetched = prefetched, None
+                    if isinstance(projection, BaseException):
+                        raise projection
+                    result = locator.predict_projection(projection, qa_dir=qa, path=str(path))
+                else:
+                    result = locator.predict(path, series_uid=series, qa_dir=qa)
             except L3EdgeError as exc:
                 _error(path, exc)
                 result = L3Result.failure(str(path), " ".join(str(exc).split()), model_info)
@@ -247,7 +295,10 @@ def info(
         ("default stride", f"{meta.default_stride_px} px"),
         ("threshold", f"{meta.presence_threshold:g}"),
         ("trained on", meta.trained_on or "-"),
+        ("refiner", meta.refiner or "-"),
     ]
+    if meta.is_refiner:
+        lines.append(("refines", f"band {meta.refine_band}, window shifts {meta.refine_shifts_px} px"))
     for key, value in lines:
         typer.echo(f"{key + ':':<16}{value}")
 

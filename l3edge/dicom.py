@@ -51,10 +51,18 @@ _PLUGIN_HINT = 'pip install "pylibjpeg[all]" (JPEG, JPEG-LS, JPEG 2000, RLE deco
 _DECODER_LOGGERS = ("pydicom", "pylibjpeg", "openjpeg", "libjpeg", "rle")
 
 
+_quiet_depth = 0
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Silence pydicom and its decoder plugins while reading: their validation warnings may quote tag values
     (patient names), and a corrupt stream makes them log a full traceback. We raise one InputError instead."""
+    global _quiet_depth
+    if _quiet_depth:  # already inside (a whole folder's scan): Logger.setLevel per file would cost ~10%
+        yield
+        return
+    _quiet_depth += 1
     old = settings.reading_validation_mode
     loggers = [logging.getLogger(name) for name in _DECODER_LOGGERS]
     levels = [lg.level for lg in loggers]
@@ -66,6 +74,7 @@ def _quiet() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
+        _quiet_depth -= 1
         settings.reading_validation_mode = old
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
@@ -241,18 +250,19 @@ def scan_headers(folder: Path) -> tuple[list[Header], int, int, int]:
     files, skipped = list_files(folder)
     headers: list[Header] = []
     damaged = 0
-    for f in files:
-        try:
-            h = read_header(f)
-        except InputError as exc:
-            damaged += 1
-            log.debug("skipping %s", exc)
-            continue
-        except OSError:  # unreadable (permissions, vanished): counted, not fatal
-            skipped += 1
-            continue
-        if h is not None:
-            headers.append(h)
+    with _quiet():
+        for f in files:
+            try:
+                h = read_header(f)
+            except InputError as exc:
+                damaged += 1
+                log.debug("skipping %s", exc)
+                continue
+            except OSError:  # unreadable (permissions, vanished): counted, not fatal
+                skipped += 1
+                continue
+            if h is not None:
+                headers.append(h)
     return headers, len(files), damaged, skipped
 
 
@@ -360,16 +370,17 @@ def read_projection(
     geo = in_plane(stack.col_dir, stack.row_dir)  # array axis 0 runs along the column direction
     n = len(stack.headers)
     mip = np.empty((n, first.rows if geo.x_axis == 0 else first.cols), dtype=np.float32)
-    for i, h in enumerate(stack.headers):
-        if h.slope == 0.0 or abs(h.slope) > 1e4 or abs(h.intercept) > 1e6:
-            raise InputError(
-                f"{h.path}: implausible RescaleSlope {h.slope:g} / RescaleIntercept "
-                f"{h.intercept:g}; the slice cannot be converted to HU"
-            )
-        row = mip_row(read_pixels(h), geo, use_min=h.slope < 0)
-        mip[i] = row.astype(np.float64) * h.slope + h.intercept
-        if on_progress is not None:
-            on_progress(i + 1, n)
+    with _quiet():
+        for i, h in enumerate(stack.headers):
+            if h.slope == 0.0 or abs(h.slope) > 1e4 or abs(h.intercept) > 1e6:
+                raise InputError(
+                    f"{h.path}: implausible RescaleSlope {h.slope:g} / RescaleIntercept "
+                    f"{h.intercept:g}; the slice cannot be converted to HU"
+                )
+            row = mip_row(read_pixels(h), geo, use_min=h.slope < 0)
+            mip[i] = row.astype(np.float64) * h.slope + h.intercept
+            if on_progress is not None:
+                on_progress(i + 1, n)
     t1 = time.perf_counter()
     log.debug("%s: headers %.0f ms, pixels %.0f ms", folder, 1e3 * (t_headers - t0), 1e3 * (t1 - t_headers))
     info = SeriesInfo(

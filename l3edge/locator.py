@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from l3edge.errors import UsageError
+from l3edge.errors import ModelError, UsageError
 from l3edge.metadata import ModelMetadata
 from l3edge.postprocess import fit_ramp, place_on_slices
 from l3edge.preprocess import normalize, to_model_space
+from l3edge.refine import refine_row
 from l3edge.result import L3Result
 from l3edge.runtime import ModelLocation, OVModel, resolve_model
 from l3edge.series import Projection
@@ -46,9 +47,14 @@ class L3Locator:
         stride: int | None = None,
         mode: Mode | str = "auto",
         location: ModelLocation | None = None,
+        refiner: OVModel | None = None,
     ) -> None:
         self.model = model
         """The compiled model."""
+        if refiner is not None and not refiner.metadata.is_refiner:
+            raise ModelError(f"{refiner.path} is not a refiner (its metadata has no refine_band)")
+        self.refiner = refiner
+        """The compiled refinement model (``l3edge.refine``), or None."""
         self.location = location or ModelLocation(model.path, "argument")
         """Where the model was found."""
         if mode not in MODES:
@@ -71,20 +77,28 @@ class L3Locator:
         stride: int | None = None,
         mode: Mode | str = "auto",
         inference_precision: str | None = None,
+        refine: bool = True,
     ) -> L3Locator:
-        """Find, check and compile the model (explicit path, then ``$L3EDGE_MODEL``, then the bundled model).
+        """Find, check and compile the model (explicit path, then ``$L3EDGE_MODEL``, then the bundled model),
+        and its refiner when its metadata names one and ``refine`` is true.
 
         Raises:
-            ModelError: no usable model.
+            ModelError: no usable model, or a missing or unusable refiner.
             UsageError: inconsistent stride or mode.
         """
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         location = resolve_model(model)
-        ov_model = OVModel.load(
-            location.path, device=device, threads=threads, inference_precision=inference_precision
-        )
-        return cls(ov_model, stride=stride, mode=mode, location=location)
+        kw: dict[str, Any] = dict(device=device, threads=threads, inference_precision=inference_precision)
+        ov_model = OVModel.load(location.path, **kw)
+        refiner = None
+        name = ov_model.metadata.refiner
+        if refine and name:
+            refiner = OVModel.load(location.path.parent / name, **kw)
+            if refiner.metadata.level != ov_model.metadata.level:
+                levels = f"{refiner.metadata.level}, the model finds {ov_model.metadata.level}"
+                raise ModelError(f"{refiner.path} refines {levels}")
+        return cls(ov_model, stride=stride, mode=mode, location=location, refiner=refiner)
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -172,14 +186,20 @@ class L3Locator:
         fit = fit_ramp(
             tops, preds[:, meta.offset_index], preds[:, meta.presence_index], height, meta.presence_threshold
         )
+        z_fit = float(np.asarray(grid.row_to_z(fit.row)))
+        timings["postprocess"] = _ms(t)
+        if fit.found and self.refiner is not None:
+            t = time.perf_counter()
+            z_fit = self._refine(projection, z_fit)
+            timings["refine"] = _ms(t)
+
+        t = time.perf_counter()
         series = projection.series
         warnings = list(series.warnings) if series is not None else []
         fields: dict[str, Any] = dict(
             z_mm=None, slice_index=None, slice_z_mm=None, instance_number=None, sop_instance_uid=None
         )
-        place = place_on_slices(
-            fit, float(np.asarray(grid.row_to_z(fit.row))), projection.z_mm, space.mm_per_px / 2
-        )
+        place = place_on_slices(fit, z_fit, projection.z_mm, space.mm_per_px / 2)
         found, row_i = place.found, place.row
         if place.outside:
             warnings.append(
@@ -196,7 +216,7 @@ class L3Locator:
                 # An in-memory projection without a series: rows are superior -> inferior, so the
                 # z-ascending index of row i is counted from the last row.
                 fields["slice_index"] = projection.n_slices - 1 - row_i
-        timings["postprocess"] = _ms(t)
+        timings["postprocess"] += _ms(t)
 
         result = L3Result(
             path=path,
@@ -223,6 +243,32 @@ class L3Locator:
             timings["total"],
         )
         return result
+
+    def _refine(self, projection: Projection, z_mm: float) -> float:
+        """The refiner's z for the coarse estimate ``z_mm`` (unchanged when its windows do not agree)."""
+        assert self.refiner is not None
+        rmeta = self.refiner.metadata
+        space = rmeta.space
+        h = space.window_height_px
+        # Only the rows the refiner's windows can reach go to its (finer) model space.
+        reach = (h / 2 + max(abs(s) for s in rmeta.refine_shifts_px) + 2) * space.mm_per_px
+        z = np.asarray(projection.z_mm)
+        reach += float(np.median(np.abs(np.diff(z)))) if z.size > 1 else 0.0  # one slice more each side
+        keep = np.flatnonzero(np.abs(z - z_mm) <= reach)
+        if keep.size == 0:
+            return z_mm
+        rows = slice(int(keep[0]), int(keep[-1]) + 1)
+        image, grid = to_model_space(projection.mip_hu[rows], z[rows], projection.col_spacing_mm, space)
+        assert rmeta.refine_band is not None
+        out = refine_row(
+            self.refiner.run,
+            normalize(image, space),
+            float(np.asarray(grid.z_to_row(z_mm))),
+            h,
+            rmeta.refine_band,
+            np.asarray(rmeta.refine_shifts_px),
+        )
+        return z_mm if out is None else float(np.asarray(grid.row_to_z(out[0])))
 
     def _write_qa(
         self, projection: Projection, result: L3Result, row_i: int | None, qa_dir: Path
@@ -254,10 +300,10 @@ def _at(values: tuple[Any, ...], i: int) -> Any:
 def locate(path: str | os.PathLike[str], model: str | os.PathLike[str] | None = None, **kw: Any) -> L3Result:
     """One-shot: load the model and locate L3 in one scan.
 
-    Keyword arguments go to :meth:`L3Locator.load` (device, threads, stride, mode, inference_precision) or to
-    :meth:`L3Locator.predict` (series_uid, qa_dir).
+    Keyword arguments go to :meth:`L3Locator.load` (device, threads, stride, mode, inference_precision,
+    refine) or to :meth:`L3Locator.predict` (series_uid, qa_dir).
     """
-    load_keys = {"device", "threads", "stride", "mode", "inference_precision"}
+    load_keys = {"device", "threads", "stride", "mode", "inference_precision", "refine"}
     load_kw = {k: v for k, v in kw.items() if k in load_keys}
     predict_kw = {k: v for k, v in kw.items() if k not in load_keys}
     unknown = set(predict_kw) - {"series_uid", "qa_dir"}

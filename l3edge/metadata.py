@@ -108,8 +108,18 @@ class ModelMetadata:
     """Human-readable description of the training data."""
     parent_sha256: str = ""
     """SHA-256 of the checkpoint the IR was exported from."""
+    refiner: str = ""
+    """File name of a refinement IR next to this model (see ``l3edge.refine``); empty: no refinement."""
+    refine_band: tuple[float, float] | None = None
+    """Set on a refiner only: the offsets it regresses, in window heights (L3 near the window centre)."""
+    refine_shifts_px: tuple[int, ...] = ()
+    """Set on a refiner only: its window centres relative to the coarse estimate, in its model pixels."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form provenance (training metrics, pruning, calibration)."""
+
+    @property
+    def is_refiner(self) -> bool:
+        return self.refine_band is not None
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -135,6 +145,9 @@ class ModelMetadata:
             )
         try:
             space = ModelSpace.from_dict(d.pop("space"))
+            if d.get("refine_band") is not None:
+                d["refine_band"] = tuple(float(v) for v in d["refine_band"])
+            d["refine_shifts_px"] = tuple(int(v) for v in d.get("refine_shifts_px") or ())
             meta = cls(space=space, **d)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(
@@ -160,5 +173,11 @@ class ModelMetadata:
             problems.append("default_stride_px must be > 0")
         if self.output_stride_px is not None and self.output_stride_px <= 0:
             problems.append("output_stride_px must be > 0 or null")
+        if self.refine_band is not None:
+            band = self.refine_band
+            if not (len(band) == 2 and 0 <= band[0] < band[1] <= 1 and self.refine_shifts_px):
+                problems.append("a refiner needs 0 <= refine_band low < high <= 1 and refine_shifts_px")
+            if self.refiner:
+                problems.append("a refiner cannot have a refiner of its own")
         if problems:
             raise ModelError("model metadata is invalid: " + "; ".join(problems))

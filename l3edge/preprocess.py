@@ -89,12 +89,16 @@ def to_model_space(
     total = max(n_rows + 2 * space.pad_px, space.window_height_px)
     grid = RowGrid(z0_mm=float(top - p / 2 + space.pad_px * p), mm_per_px=float(p))
     dst_z = np.asarray(grid.row_to_z(np.arange(total)))
-    # box_resample wants increasing coordinates: flip rows to z ascending and back.
-    rows = box_resample(mip_hu[::-1], z[::-1], dst_z[::-1], p, space.fill_hu, axis=0)[::-1]
     n_cols = mip_hu.shape[1]
     src_x = (np.arange(n_cols) - (n_cols - 1) / 2) * col_spacing_mm
     dst_x = (np.arange(space.window_width_px) - (space.window_width_px - 1) / 2) * p
-    image = box_resample(rows, src_x, dst_x, p, space.fill_hu, axis=1)
+    # Only the columns that some output footprint touches are resampled along z (same result, less work).
+    reach = dst_x[-1] + p / 2 + col_spacing_mm
+    cols = np.flatnonzero(np.abs(src_x) <= reach)
+    cols = slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, n_cols)
+    # box_resample wants increasing coordinates: flip rows to z ascending and back.
+    rows = box_resample(mip_hu[::-1, cols], z[::-1], dst_z[::-1], p, space.fill_hu, axis=0)[::-1]
+    image = box_resample(rows, src_x[cols], dst_x, p, space.fill_hu, axis=1)
     return np.ascontiguousarray(image, dtype=np.float32), grid
 
 

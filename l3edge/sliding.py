@@ -43,29 +43,32 @@ def predict_windows(
 def predict_strip(
     run: RunFn, channels: np.ndarray, window_height: int, stride: int, output_stride: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Strip path: run the fully convolutional model once per sub-stride shift over the whole image.
+    """Strip path: run the fully convolutional model over the whole image once per sub-stride shift.
 
-    With output stride S and window stride s (s divides S, or is a multiple of S), the model runs S/s times on
-    ``channels[:, shift:]`` and output k of shift ``shift`` is the window whose top is ``shift + S * k``.
-    Returns the same (tops, predictions) as :func:`predict_windows` for a shift-equivariant model.
+    With output stride S and window stride s (s divides S, or is a multiple of S), strip ``i`` is
+    ``channels[:, shift_i:]`` and its output k is the window whose top is ``shift_i + S * k``. The S/s strips
+    go through the model as one batch, all as long as the first (a shorter one is extended with its last row;
+    outputs whose window would reach into that extension are dropped). Returns the same (tops, predictions)
+    as :func:`predict_windows` for a shift-equivariant model.
     """
     if stride % output_stride and output_stride % stride:
         raise UsageError(
             f"stride {stride} must divide the model's output stride {output_stride} or be a multiple of it"
         )
     rows = channels.shape[1]
-    tops_all, preds_all = [], []
-    for shift in range(0, output_stride, min(stride, output_stride)):
-        n = (rows - shift - window_height) // output_stride + 1
-        if n <= 0:
-            continue
-        strip = channels[None, :, shift : shift + window_height + (n - 1) * output_stride]
-        pos = _as_positions(run(np.ascontiguousarray(strip)))[0]
-        tops = shift + output_stride * np.arange(pos.shape[0])
-        tops_all.append(tops)
-        preds_all.append(pos)
-    if not tops_all:
+    shifts = [s for s in range(0, output_stride, min(stride, output_stride)) if rows - s >= window_height]
+    if not shifts:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.float32)
+    counts = [(rows - s - window_height) // output_stride + 1 for s in shifts]
+    length = window_height + (counts[0] - 1) * output_stride
+    batch = np.empty((len(shifts), channels.shape[0], length, channels.shape[2]), dtype=np.float32)
+    for i, s in enumerate(shifts):
+        seg = channels[:, s : s + length]
+        batch[i, :, : seg.shape[1]] = seg
+        batch[i, :, seg.shape[1] :] = seg[:, -1:]
+    pos = _as_positions(run(batch))
+    tops_all = [s + output_stride * np.arange(n) for s, n in zip(shifts, counts, strict=True)]
+    preds_all = [pos[i, :n] for i, n in enumerate(counts)]
     tops = np.concatenate(tops_all)
     preds = np.concatenate(preds_all)
     order = np.argsort(tops, kind="stable")

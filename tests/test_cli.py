@@ -254,3 +254,23 @@ def test_phantom_and_demo(runner: CliRunner, tiny_model: Path, tmp_path: Path) -
     r = runner.invoke(app, ["demo", "--seed", "1", "--model", str(tiny_model)])
     assert r.exit_code == 0, r.output
     assert "phantom (seed 1)" in r.stdout and "l3edge:" in r.stdout
+
+
+def test_refiner_and_no_refine(runner: CliRunner, dicom_series: Factory, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.tiny_model import tiny_metadata, tiny_refiner_metadata
+
+    save_tiny_model(tmp_path / "ref.xml", metadata=tiny_refiner_metadata(), offset_bias=3.0)
+    xml = save_tiny_model(tmp_path / "main.xml", metadata=replace(tiny_metadata(), refiner="ref.xml"))
+    scan = dicom_series("scan", spacing_mm=2.0)
+    base = ["predict", str(scan), "--model", str(xml), "--json", "--precision", "f32"]
+    (refined,) = _json_lines(runner.invoke(app, base))
+    (plain,) = _json_lines(runner.invoke(app, [*base, "--no-refine"]))
+    assert "refine" in refined["timings_ms"] and "refine" not in plain["timings_ms"]
+    assert refined["z_mm"] == pytest.approx(plain["z_mm"] - 3.0, abs=1.0)
+    r = runner.invoke(app, ["info", "--model", str(xml)])
+    assert r.exit_code == 0 and "ref.xml" in r.stdout
+    (tmp_path / "ref.bin").unlink()
+    r = runner.invoke(app, base)
+    assert r.exit_code == 4 and "ref.bin" in r.stderr

@@ -5,19 +5,28 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from l3edge.errors import UsageError
+from l3edge.errors import ModelError, UsageError
 from l3edge.locator import L3Locator, locate
+from l3edge.metadata import ModelMetadata
 from l3edge.postprocess import RampFit
 from l3edge.preprocess import normalize, to_model_space
+from l3edge.refine import refine_row
 from l3edge.result import L3Result
 from l3edge.sliding import predict_strip, predict_windows
-from tests.tiny_model import TINY_SPACE, band_projection, save_tiny_model
+from tests.tiny_model import (
+    TINY_SPACE,
+    band_projection,
+    save_tiny_model,
+    tiny_metadata,
+    tiny_refiner_metadata,
+)
 
 needs_reader = pytest.mark.skipif(
     importlib.util.find_spec("l3edge.scan") is None, reason="l3edge.scan (the reader) is not written yet"
@@ -143,3 +152,73 @@ def test_predict_nifti(tiny_model: Path, tmp_path: Path) -> None:
     assert r.slice_index in (18, 19)  # index along the file's third axis
     assert abs(r.z_mm - 5 * 18.5) < 3.0
     assert Path(r.qa_path).is_file()
+
+
+def _with_refiner(folder: Path, bias: float, refiner_meta: ModelMetadata | None = None) -> Path:
+    """A tiny main model naming a tiny refiner (the band detector at 1 mm/px, its offset + ``bias`` px)."""
+    refiner = refiner_meta or tiny_refiner_metadata()
+    save_tiny_model(folder / "refiner.xml", metadata=refiner, offset_bias=bias)
+    return save_tiny_model(folder / "main.xml", metadata=replace(tiny_metadata(), refiner="refiner.xml"))
+
+
+def test_refiner_moves_the_estimate(tmp_path: Path) -> None:
+    xml = _with_refiner(tmp_path, bias=3.0)
+    proj = band_projection((20, 21), spacing_mm=2.0)
+    band_z = float(proj.z_mm[[20, 21]].mean())
+    plain = L3Locator.load(xml, inference_precision="f32", refine=False)
+    assert plain.refiner is None
+    refining = L3Locator.load(xml, inference_precision="f32")
+    assert refining.refiner is not None and refining.refiner.metadata.is_refiner
+    a, b = plain.predict_projection(proj), refining.predict_projection(proj)
+    assert a.found and b.found and "refine" in b.timings_ms and "refine" not in a.timings_ms
+    # The refiner finds the band's centre at 1 mm/px and adds 3 rows; rows run head -> feet: 3 mm lower.
+    assert abs(b.z_mm - (band_z - 3.0)) < 0.3
+    assert abs(a.z_mm - band_z) < 3.0
+
+
+def test_refiner_outside_its_band_leaves_the_estimate(tmp_path: Path) -> None:
+    xml = _with_refiner(tmp_path, bias=20.0)  # every offset lands beyond 3/4 of the window
+    proj = band_projection((20, 21), spacing_mm=2.0)
+    a = L3Locator.load(xml, inference_precision="f32", refine=False).predict_projection(proj)
+    b = L3Locator.load(xml, inference_precision="f32").predict_projection(proj)
+    assert b.found and b.z_mm == a.z_mm
+
+
+def test_refiner_missing_or_not_a_refiner(tmp_path: Path) -> None:
+    xml = _with_refiner(tmp_path, bias=0.0, refiner_meta=replace(tiny_metadata(), name="not-a-refiner"))
+    with pytest.raises(ModelError, match="not a refiner"):
+        L3Locator.load(xml)
+    (tmp_path / "refiner.xml").unlink()
+    with pytest.raises(ModelError, match="does not exist"):
+        L3Locator.load(xml)
+    assert L3Locator.load(xml, refine=False).refiner is None
+
+
+def test_refine_row_median_of_agreeing_windows() -> None:
+    channels = np.zeros((3, 100, 16), np.float32)
+    offsets = iter([np.array([16.0, 30.0, 17.0])])  # the middle window disagrees (beyond 3/4 of 32 rows)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.stack([next(offsets), np.zeros(3)], axis=1).reshape(3, 2, 1, 1)
+
+    row, n = refine_row(run, channels, 50.0, 32, (0.25, 0.75), np.array([-4, 0, 4]))
+    # tops 30, 34, 38: estimates 46 and 55 agree, median 50.5
+    assert n == 2 and row == pytest.approx(50.5)
+    assert refine_row(run, np.zeros((3, 10, 16), np.float32), 5.0, 32, (0.25, 0.75), np.array([0])) is None
+
+
+@pytest.mark.parametrize("col_mm", [0.3, 0.7, 2.0, 6.0])
+def test_model_space_resamples_only_the_columns_it_needs(col_mm: float) -> None:
+    from l3edge.preprocess import RowGrid, box_resample
+
+    rng = np.random.default_rng(1)
+    mip = rng.normal(0, 500, (50, 200)).astype(np.float32)
+    z = -np.cumsum(rng.uniform(0.5, 3.0, 50))
+    got, grid = to_model_space(mip, z, col_mm, TINY_SPACE)
+    # Reference: every column resampled along z, then across.
+    p, w = TINY_SPACE.mm_per_px, TINY_SPACE.window_width_px
+    dst_z = np.asarray(RowGrid(grid.z0_mm, p).row_to_z(np.arange(got.shape[0])))
+    rows = box_resample(mip[::-1], z[::-1], dst_z[::-1], p, TINY_SPACE.fill_hu, axis=0)[::-1]
+    src_x = (np.arange(200) - 99.5) * col_mm
+    ref = box_resample(rows, src_x, (np.arange(w) - (w - 1) / 2) * p, p, TINY_SPACE.fill_hu, axis=1)
+    np.testing.assert_allclose(got, ref, atol=1e-3)

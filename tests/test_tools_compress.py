@@ -343,3 +343,24 @@ def test_prune_with_recovery_fine_tune(work, tmp_path):
         for a, b in zip(tuned.state_dict().values(), untuned.state_dict().values(), strict=True)
     )
     assert changed
+
+
+def test_refiner_export_attach_and_quantize(work, tmp_path):
+    ref_dir, main_dir, q_dir = (tmp_path / d for d in ("ref", "main", "q"))
+    refiner = export_mod.main(
+        [str(work["ckpt"]), "--out", str(ref_dir / "ref.xml"), "--name", "tiny-refiner"]
+        + ["--refine-band", "0.25", "0.75", "--refine-shifts-px", "-4", "4"]
+    )
+    assert refiner is None
+    rmeta = OVModel.load(ref_dir / "ref.xml").metadata
+    assert rmeta.is_refiner and rmeta.refine_band == (0.25, 0.75) and rmeta.refine_shifts_px == (-4, 4)
+    with pytest.raises(UsageError, match="not a L3 refiner"):
+        export_mod.export(work["pruned"], main_dir / "bad.xml", refiner=work["xml"])
+    main = export_mod.export(work["pruned"], main_dir / "main.xml", refiner=ref_dir / "ref.xml")
+    assert OVModel.load(main).metadata.refiner == "ref.xml" and (main_dir / "ref.bin").is_file()
+    q = quantize_mod.quantize_ir(main, work["cache"], q_dir / "q.xml", subset=8)
+    assert OVModel.load(q).metadata.refiner == "ref.xml" and (q_dir / "ref.xml").is_file()
+    from l3edge.locator import L3Locator
+
+    loc = L3Locator.load(q)
+    assert loc.refiner is not None and loc.refiner.metadata.name == "tiny-refiner"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -319,3 +320,70 @@ def test_pretrained_from_file(tmp_path: Path) -> None:
         tr.load_pretrained(model, "vgg16", str(tmp_path / "missing.pth"))
     with pytest.raises(UsageError, match="vgg16"):
         tr.load_pretrained(build_model("cnn4", 80, 64), "cnn4", str(path))
+
+
+def test_init_keeps_a_pruned_model_and_its_record(phantom_cache: Path, tmp_path: Path) -> None:
+    from tools import prune as prune_mod
+    from tools.checkpoint import save_checkpoint, sha256_file
+
+    space, _ = load_cache(phantom_cache)
+    parent = tmp_path / "parent.pt"
+    save_checkpoint(parent, build_model("cnn4", 80, 64, widths=[8, 16, 16, 16], hidden=16), "cnn4", space)
+    pruned = prune_mod.prune_checkpoint(parent, 0.5, tmp_path / "p50.pt", round_to=4)
+    out = tmp_path / "p50_more.pt"
+    tr.train(phantom_cache, "cnn4", out, steps=2, val_frac=0, init=str(pruned), batch=2, device="cpu")
+    a, b = torch.load(pruned, weights_only=False), torch.load(out, weights_only=False)
+    assert b["widths"] == a["widths"] != [8, 16, 16, 16] and b["pruning"]["ratio"] == 0.5
+    assert b["parent_sha256"] == sha256_file(pruned)
+
+
+def test_refiner_training_and_evaluation(phantom_cache: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "refiner.pt"
+    common = ["--cache", str(phantom_cache), "--arch", "cnn4", "--steps", "2", "--val-frac", "0"]
+    assert tr.main([*common, "--out", str(ckpt), "--band", "0.25", "0.75", "--presence-weight", "0"]) == 0
+    assert torch.load(ckpt, weights_only=False)["config"]["band"] == (0.25, 0.75)
+    coarse = tmp_path / "coarse.pt"
+    assert tr.main([*common, "--out", str(coarse)]) == 0
+    out = tmp_path / "rep.json"
+    args = [str(coarse), "--cache", str(phantom_cache), "--json", str(out)]
+    assert ev.main([*args, "--refine-cache", str(phantom_cache), "--refiner", str(ckpt)]) == 0
+    assert json.loads(out.read_text())["model"]["refiner"] == str(ckpt)
+    with pytest.raises(UsageError, match="not a refiner"):
+        ev.load_refiner(coarse, phantom_cache)
+
+
+def test_fast_phantom_rows_are_sampled_at_the_slices() -> None:
+    z_rows = np.array([10.0, 9.0, 8.0, 7.0])
+    mip = np.arange(8, dtype=np.float32).reshape(4, 2)
+    got = bc.sample_rows(mip, z_rows, np.array([9.5, 7.0, 10.0]))
+    np.testing.assert_allclose(got, [[1, 2], [6, 7], [0, 1]])
+
+
+def test_e2e_runs_the_runtime_against_truth(tiny_model: Path, dicom_series: Any, tmp_path: Path) -> None:
+    from tests.tiny_model import band_volume_z
+    from tools import e2e
+
+    z = band_volume_z()
+    band_z = float(z[[20, 21]].mean())
+    for name, band, in_view in (("present", (20, 21), True), ("absent", None, False)):
+        folder = dicom_series(name, band_rows=band)
+        truth = {
+            "region": "abdomen",
+            "variants": [],
+            "l3_in_view": in_view,
+            "l3_z_mm": band_z if in_view else None,
+            "l3_z_true_mm": band_z,
+            "scan_z_range": [float(z[-1]), float(z[0])],
+            "n_slices": len(z),
+            "slice_spacing_mm": 5.0,
+            "vertebrae": {"L3": {"z_top": band_z + 8, "z_bottom": band_z - 8, "z_center": band_z}},
+        }
+        (folder / "truth.json").write_text(json.dumps(truth))
+    out = tmp_path / "e2e.json"
+    root = folder.parent
+    assert e2e.main([str(root), "--model", str(tiny_model), "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    s = rep["summary"]
+    assert s["n_scans"] == 2 and s["n_in_view"] == 1 and s["wrongly_found"] == s["wrongly_not_found"] == 0
+    assert s["error_mm"]["n"] == 1 and s["error_mm"]["mean"] < 3.0 and s["in_body_share"] == 1.0
+    assert e2e.main([str(tmp_path / "nothing")]) == 2

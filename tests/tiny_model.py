@@ -9,6 +9,7 @@ intensity centroid's row inside the window) and presence logit = 10 * (den - 0.5
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -47,9 +48,10 @@ def tiny_metadata(output_stride: int | None = 16, name: str = "tiny-band") -> Mo
     )
 
 
-def build_tiny_ir(padded: bool = False) -> ov.Model:
+def build_tiny_ir(padded: bool = False, offset_bias: float = 0.0) -> ov.Model:
     """The band detector as an ov.Model (no metadata). ``padded`` adds a 3x3 zero-padded blur in front, which
-    makes window borders differ between the strip and per-window paths (like a real CNN)."""
+    makes window borders differ between the strip and per-window paths (like a real CNN). ``offset_bias`` is
+    added to the offset output (a refiner whose answer differs from the band centre by a known amount)."""
     x = ops.parameter([-1, 3, -1, WINDOW_W], np.float32, name="mip")
     x.output(0).get_tensor().set_names({"mip"})
     h = x.output(0)
@@ -68,6 +70,8 @@ def build_tiny_ir(padded: bool = False) -> ov.Model:
     num = ops.slice(conv, np.array([0]), np.array([1]), np.array([1]), np.array([1]))
     den = ops.slice(conv, np.array([1]), np.array([2]), np.array([1]), np.array([1]))
     offset = ops.divide(num, ops.add(den, ops.constant(np.float32(1e-3))))
+    if offset_bias:
+        offset = ops.add(offset, ops.constant(np.float32(offset_bias)))
     presence = ops.multiply(ops.subtract(den, ops.constant(np.float32(0.5))), ops.constant(np.float32(10.0)))
     out = ops.concat([offset, presence], axis=1)
     return ov.Model([out.output(0)], [x], "tiny_band")
@@ -78,12 +82,13 @@ def save_tiny_model(
     padded: bool = False,
     output_stride: int | None = 16,
     metadata: ModelMetadata | str | None = "default",
+    offset_bias: float = 0.0,
 ) -> Path:
     """Write the tiny IR to ``path`` (.xml + .bin).
 
     ``metadata``: "default" (tiny_metadata), a ModelMetadata, a raw JSON string (for broken metadata), or None
     (no metadata at all)."""
-    model = build_tiny_ir(padded)
+    model = build_tiny_ir(padded, offset_bias)
     if isinstance(metadata, ModelMetadata):
         model.set_rt_info(metadata.to_json(), RT_INFO_KEY)
     elif metadata == "default":
@@ -93,6 +98,13 @@ def save_tiny_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(path), compress_to_fp16=False)
     return path
+
+
+def tiny_refiner_metadata() -> ModelMetadata:
+    """The band detector as a refiner: 1 mm per pixel, L3 expected in the middle half of its window."""
+    space = dataclasses.replace(TINY_SPACE, mm_per_px=1.0)
+    meta = tiny_metadata(None, "tiny-refiner")
+    return dataclasses.replace(meta, space=space, refine_band=(0.25, 0.75), refine_shifts_px=(-4, 0, 4))
 
 
 def metadata_with_schema(version: int) -> str:

@@ -1,11 +1,13 @@
 """Benchmark: each stage of ``l3edge predict`` against the seed-equivalent baseline, in one run.
 
 For phantom DICOM series of the requested slice counts, prints one table with
-- read + MIP, preprocess, CNN, post-process (median of ``--repeat`` in-process runs of the model),
-- the whole ``l3edge predict`` process (fresh interpreter, wall time and peak RSS),
+- read + MIP, preprocess, CNN, refine (when the model has a refiner), post-process (median of ``--repeat``
+  in-process runs of the model),
+- the whole ``l3edge predict`` process (fresh interpreter, median wall time of ``--repeat`` runs, peak RSS),
 - just reading the series' pixels with pydicom (the floor any DICOM tool pays),
 - the seed-equivalent CNN baseline: unpruned VGG16, FP32, PyTorch eager, stride 1, the same windows,
-and the ratios between them. Timings on a shared machine are noisy: compare ratios from the same run.
+and the ratios between them (the CNN speed-up of the main model alone, and with the refiner's whole stage
+added). Timings on a shared machine are noisy: compare ratios from the same run.
 
     python -m tools.bench --slices 500 1200 [--model M.xml] [--parent vgg16.pt] [--threads 2]
 """
@@ -111,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         "--parent", help="unpruned FP32 VGG16 checkpoint for the baseline (default: random weights)"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--repeat", type=int, default=3, help="in-process repetitions per stage (median)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="repetitions per stage and of the whole process (median)"
+    )
     ap.add_argument("--workdir", type=Path, help="where phantom series are written (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
@@ -136,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         floor_s = min(_pydicom_read_s(series) for _ in range(2))
         stage_runs = [locator.predict(series).timings_ms for _ in range(args.repeat)]
         stages = {
-            k: statistics.median(r[k] for r in stage_runs)
-            for k in ("read_mip", "preprocess", "cnn", "postprocess")
+            k: statistics.median(r.get(k, 0.0) for r in stage_runs)
+            for k in ("read_mip", "preprocess", "cnn", "refine", "postprocess")
         }
-        wall, rss, result = _process(series, args.model, args.threads)
+        runs = [_process(series, args.model, args.threads) for _ in range(args.repeat)]
+        wall = statistics.median(r[0] for r in runs)
+        rss, result = max(r[1] for r in runs), runs[0][2]
         proj = read_projection(series)
         image, _ = to_model_space(proj.mip_hu, proj.z_mm, proj.col_spacing_mm, meta.space)
         channels = normalize(image, meta.space)
@@ -154,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 "read_mip_ms": stages["read_mip"],
                 "preprocess_ms": stages["preprocess"],
                 "cnn_ms": stages["cnn"],
+                "refine_ms": stages["refine"],
                 "postprocess_ms": stages["postprocess"],
                 "process_s": wall,
                 "peak_rss_mb": rss,
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 "baseline_cnn_s": base_s,
                 "baseline_windows": n_windows,
                 "cnn_speedup": base_s * 1000 / max(stages["cnn"], 1e-6),
+                "cnn_refine_speedup": base_s * 1000 / max(stages["cnn"] + stages["refine"], 1e-6),
                 "process_over_pydicom": wall / floor_s,
                 "found": result.get("found"),
             }
@@ -171,16 +179,19 @@ def main(argv: list[str] | None = None) -> int:
         f"threads {args.threads}, inference precision {locator.model.inference_precision}"
     )
     print(
-        "| slices | read+MIP ms | preprocess ms | CNN ms | post ms | `l3edge predict` s | peak RSS MB "
-        "| pydicom read s | process / pydicom | seed CNN s (windows) | CNN speed-up |"
+        "| slices | read+MIP ms | preprocess ms | CNN ms | refine ms | post ms | `l3edge predict` s "
+        "| peak RSS MB | pydicom read s | process / pydicom | seed CNN s (windows) | CNN speed-up "
+        "| CNN + refine speed-up |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['slices']} | {r['read_mip_ms']:.0f} | {r['preprocess_ms']:.1f} | {r['cnn_ms']:.1f} "
-            f"| {r['postprocess_ms']:.2f} | {r['process_s']:.2f} | {r['peak_rss_mb']:.0f} "
+            f"| {r['refine_ms']:.1f} | {r['postprocess_ms']:.2f} | {r['process_s']:.2f} "
+            f"| {r['peak_rss_mb']:.0f} "
             f"| {r['pydicom_read_s']:.2f} | {r['process_over_pydicom']:.2f}x "
-            f"| {r['baseline_cnn_s']:.1f} ({r['baseline_windows']}) | {r['cnn_speedup']:.0f}x |"
+            f"| {r['baseline_cnn_s']:.1f} ({r['baseline_windows']}) | {r['cnn_speedup']:.0f}x "
+            f"| {r['cnn_refine_speedup']:.0f}x |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

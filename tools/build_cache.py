@@ -91,10 +91,14 @@ def _store(
     in_view: bool,
     truth: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    image, grid = to_model_space(proj.mip_hu, proj.z_mm, proj.col_spacing_mm, space)
-    z = np.asarray(proj.z_mm, dtype=np.float64)
-    if source == "phantom-fast":  # fast MIP rows are not the simulated slices: keep the slices' z
-        z = truth_slices(truth) if truth_slices(truth) is not None else z
+    mip, z = proj.mip_hu, np.asarray(proj.z_mm, dtype=np.float64)
+    slices = truth_slices(truth) if source == "phantom-fast" else None
+    if slices is not None:
+        # Fast MIP rows are finer than the simulated slices: sample them at the slice centres (the rows are
+        # already blurred by the slice thickness) so that the model sees what the runtime makes of a real
+        # series of those slices, step-like rows included when the model space is finer than the slices.
+        mip, z = sample_rows(mip, z, slices), slices
+    image, grid = to_model_space(mip, z, proj.col_spacing_mm, space)
     meta = make_meta(scan_id, source, path, level, grid, z, label_z, in_view, truth)
     save_cached(folder, meta, image, z, dtype)
     return meta
@@ -185,6 +189,15 @@ def cache_phantom(
         in_view,
         truth,
     )
+
+
+def sample_rows(mip: np.ndarray, z_rows: np.ndarray, z_at: np.ndarray) -> np.ndarray:
+    """Rows of ``mip`` (at ``z_rows``, descending) linearly interpolated at ``z_at``."""
+    pos = np.interp(-np.asarray(z_at, dtype=np.float64), -z_rows, np.arange(z_rows.size, dtype=np.float64))
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, z_rows.size - 1)
+    i1 = np.minimum(i0 + 1, z_rows.size - 1)
+    f = (pos - i0)[:, None].astype(np.float32)
+    return (mip[i0] * (1 - f) + mip[i1] * f).astype(np.float32)
 
 
 # --- the whole cache --------------------------------------------------------------------------------------

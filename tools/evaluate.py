@@ -2,16 +2,19 @@
 
     python -m tools.evaluate cnn4.pt --cache cache/phantoms [--scans ID ...] [--stride 4] [--json report.json]
     python -m tools.evaluate model.xml --cache cache/phantoms
+    python -m tools.evaluate model.xml --cache cache/phantoms --refine-cache cache/phantoms-1mm [--refiner R]
     python -m tools.evaluate --folds 5 --arch cnn4 --cache cache/phantoms --steps 600 [--json cv.json]
 
 (cross-validation: tools/crossval.py).
 
 Per cached scan this runs the runtime's stages on the cached model-space image: ``normalize`` ->
-``predict_strip`` (or ``predict_windows``) -> ``fit_ramp`` -> row -> z -> nearest slice, with the locator's
-rule that a level placed outside the scanned range is reported not found. Errors are measured on scans with
-the vertebra in view that the model reports found: in slices (nearest slice to the predicted z vs nearest
-slice to the label; for fast phantoms the simulated slices, not the MIP rows) and in mm (predicted z, as the
-locator reports it, vs label z). Wrongly found / not found scans are counted separately.
+``predict_strip`` (or ``predict_windows``) -> ``fit_ramp`` -> row -> z [-> ``refine_row`` on the same scan
+in the refiner's cache] -> nearest slice, with the locator's rule that a level placed outside the scanned
+range is reported not found. Errors are measured on scans with the vertebra in view that the model reports
+found: in slices (nearest slice to the predicted z vs nearest slice to the label; for fast phantoms the
+simulated slices, not the MIP rows) and in mm (predicted z, as the locator reports it, vs label z). Wrongly
+found / not found scans are counted separately. (The runtime resamples only the MIP rows near the coarse
+estimate for the refiner, so its fine grid's phase can differ from the cached one by a fraction of a pixel.)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from l3edge.errors import L3EdgeError, UsageError
 from l3edge.metadata import ModelSpace
 from l3edge.postprocess import fit_ramp, place_on_slices
 from l3edge.preprocess import normalize
+from l3edge.refine import refine_row
 from l3edge.sliding import predict
 from tools.data import CachedScan, load_cache
 
@@ -124,8 +128,69 @@ def load_model(path: str | Path, device: str = "cpu", threshold: float | None = 
     )
 
 
+@dataclass(frozen=True)
+class Refiner:
+    """A refiner (see ``l3edge.refine``) with a cache of the same scans in its own model space."""
+
+    run: RunFn
+    space: ModelSpace
+    band: tuple[float, float]
+    shifts_px: tuple[int, ...]
+    scans: dict[str, CachedScan]
+    """The refiner's cache, by scan id."""
+
+    def refine_z(self, scan_id: str, z_mm: float) -> float:
+        fine = self.scans.get(scan_id)
+        if fine is None:
+            raise UsageError(f"scan {scan_id} is not in the refiner's cache; build it for the same scans")
+        out = refine_row(
+            self.run,
+            normalize(fine.image, self.space),
+            float(fine.grid.z_to_row(z_mm)),
+            self.space.window_height_px,
+            self.band,
+            np.asarray(self.shifts_px),
+        )
+        return z_mm if out is None else float(fine.grid.row_to_z(out[0]))
+
+
+def load_refiner(
+    path: str | Path,
+    cache_dir: str | Path,
+    ids: list[str] | None = None,
+    device: str = "cpu",
+    shifts_px: tuple[int, ...] = (-8, 0, 8),
+) -> Refiner:
+    """A refiner checkpoint (band from its training config, ``shifts_px`` given) or IR (both from its
+    metadata), with its cache."""
+    m = load_model(path, device)
+    band: tuple[float, float] | None
+    if Path(path).suffix.lower() == ".xml":
+        from l3edge.runtime import load_metadata
+
+        meta = load_metadata(path)
+        band, shifts_px = meta.refine_band, meta.refine_shifts_px
+    else:
+        from tools.checkpoint import load_checkpoint
+
+        lo, hi = load_checkpoint(path)[1]["config"]["band"]
+        band = (float(lo), float(hi)) if 0 <= lo < hi <= 1 else None  # a main model regresses beyond
+    if band is None:
+        raise UsageError(f"{path} is not a refiner")
+    space, scans = load_cache(cache_dir, ids)
+    if space != m.space:
+        raise UsageError(f"{path} uses another model space than the cache {cache_dir}")
+    return Refiner(m.run, space, band, tuple(shifts_px), {s.id: s for s in scans})
+
+
 def locate_cached(
-    run: RunFn, scan: CachedScan, space: ModelSpace, stride: int, output_stride: int | None, threshold: float
+    run: RunFn,
+    scan: CachedScan,
+    space: ModelSpace,
+    stride: int,
+    output_stride: int | None,
+    threshold: float,
+    refiner: Refiner | None = None,
 ) -> dict[str, Any]:
     """The runtime pipeline on one cached scan, compared with its label."""
     t0 = time.perf_counter()
@@ -134,7 +199,10 @@ def locate_cached(
     tops, preds = predict(run, channels, h, stride, output_stride)
     fit = fit_ramp(tops, preds[:, 0], preds[:, 1], h, threshold)
     z_sl = scan.z_slices
-    place = place_on_slices(fit, float(scan.grid.row_to_z(fit.row)), z_sl, space.mm_per_px / 2)
+    z_fit = float(scan.grid.row_to_z(fit.row))
+    if fit.found and refiner is not None:
+        z_fit = refiner.refine_z(scan.id, z_fit)
+    place = place_on_slices(fit, z_fit, z_sl, space.mm_per_px / 2)
     found, z_pred, pred_slice = place.found, place.z_mm, place.row
     ms = (time.perf_counter() - t0) * 1000
     truth_slice = scan.truth_slice()
@@ -239,9 +307,10 @@ def evaluate_scans(
     stride: int = 4,
     output_stride: int | None = 16,
     threshold: float = 0.5,
+    refiner: Refiner | None = None,
 ) -> dict[str, Any]:
     """{'scans': per-scan results, 'summary': totals} for ``scans``."""
-    results = [locate_cached(run, s, space, stride, output_stride, threshold) for s in scans]
+    results = [locate_cached(run, s, space, stride, output_stride, threshold, refiner) for s in scans]
     return {"scans": results, "summary": summarize(results)}
 
 
@@ -252,21 +321,38 @@ def evaluate(
     stride: int = 4,
     device: str = "cpu",
     threshold: float | None = None,
+    refine_cache: str | Path | None = None,
+    refiner: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint or IR on a cache (all scans, or the ids in ``scans``)."""
+    """Evaluate a checkpoint or IR on a cache (all scans, or the ids in ``scans``).
+
+    With ``refine_cache`` (the same scans in the refiner's model space), the coarse estimates are refined by
+    ``refiner`` (checkpoint or IR), by default the refiner the IR names.
+    """
     m = load_model(model_path, device, threshold)
     space, cached = load_cache(cache_dir, scans)
     if m.space != space:
         raise UsageError(
             f"{model_path} uses another model space than the cache {cache_dir}; rebuild the cache"
         )
-    rep = evaluate_scans(m.run, cached, space, stride, m.output_stride, m.threshold)
+    ref = None
+    if refine_cache is not None:
+        if refiner is None and Path(model_path).suffix.lower() == ".xml":
+            from l3edge.runtime import load_metadata
+
+            name = load_metadata(model_path).refiner
+            refiner = Path(model_path).parent / name if name else None
+        if refiner is None:
+            raise UsageError("--refine-cache needs --refiner (or an IR that names its refiner)")
+        ref = load_refiner(refiner, refine_cache, scans, device)
+    rep = evaluate_scans(m.run, cached, space, stride, m.output_stride, m.threshold, ref)
     rep["model"] = {
         "path": str(model_path),
         "name": m.name,
         "params": m.params,
         "stride": stride,
         "threshold": m.threshold,
+        "refiner": str(refiner) if ref is not None else None,
     }
     rep["table"] = markdown_table([table_row(m.name + f", stride {stride}", rep["summary"], m.params)])
     return rep
@@ -332,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=None, help="presence threshold (default: the model's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="write the full report (per scan too) here")
+    ap.add_argument("--refine-cache", help="the same scans cached in the refiner's model space")
+    ap.add_argument("--refiner", help="refiner checkpoint or IR (default: the one the IR names)")
     ap.add_argument("--folds", type=int, default=0, help="k-fold cross-validation of --arch instead")
     ap.add_argument("--arch", default="cnn4", choices=["vgg16", "cnn4"])
     ap.add_argument("--ckpt-dir", default=None, help="CV: keep each fold's checkpoint here")
@@ -374,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
                 a.cache, a.arch, a.folds, a.seed, a.stride, a.threshold or 0.5, a.ckpt_dir, **cfg
             )
         elif a.model:
-            rep = evaluate(a.model, a.cache, a.scans, a.stride, a.device, a.threshold)
+            rep = evaluate(
+                a.model, a.cache, a.scans, a.stride, a.device, a.threshold, a.refine_cache, a.refiner
+            )
         else:
             raise UsageError("give a MODEL (.pt or .xml) or --folds K")
     except L3EdgeError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -156,11 +157,13 @@ def export(
     out_xml: str | Path,
     metadata_overrides: Mapping[str, Any] | None = None,
     keep_onnx: bool = False,
+    refiner: str | Path | None = None,
 ) -> Path:
     """Export a checkpoint (path) or an in-memory L3Net to an FP32 IR with metadata; returns the .xml path.
 
     For an L3Net, ``metadata_overrides`` must hold ``space`` (ModelSpace) and may hold ``arch`` (default:
-    guessed from the conv count). With ``keep_onnx`` the ONNX file is written next to the IR.
+    guessed from the conv count). With ``keep_onnx`` the ONNX file is written next to the IR. ``refiner``: a
+    refiner IR to name in the metadata (see :func:`attach_refiner`).
     """
     overrides = dict(metadata_overrides or {})
     if isinstance(model_or_ckpt, L3Net):
@@ -179,10 +182,31 @@ def export(
         sha = sha256_file(model_or_ckpt)
     meta = metadata_from_checkpoint(ckpt, sha, **overrides)
     out_xml = Path(out_xml)
+    if refiner is not None:
+        meta = attach_refiner(meta, refiner, out_xml)
     ov_model = to_openvino(model, meta.space, out_xml.with_suffix(".onnx") if keep_onnx else None)
     err = check_parity(model, ov_model, meta.space)
     log.info("exported %s (torch/OpenVINO max rel err %.1e) -> %s", meta.name, err, out_xml)
     return write_ir(ov_model, meta, out_xml)
+
+
+def attach_refiner(meta: ModelMetadata, refiner_xml: str | Path, out_xml: str | Path) -> ModelMetadata:
+    """``meta`` naming the refiner IR ``refiner_xml``, which is copied next to ``out_xml`` if it is elsewhere.
+
+    Raises:
+        UsageError: ``refiner_xml`` is not a refiner (exported with ``--refine-band``) for the same level.
+    """
+    from l3edge.errors import UsageError
+
+    src, dst_dir = Path(refiner_xml), Path(out_xml).parent
+    rmeta = read_metadata(src)
+    if not rmeta.is_refiner or rmeta.level != meta.level:
+        raise UsageError(f"{src} is not a {meta.level} refiner (export it with --refine-band)")
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for f in (src, src.with_suffix(".bin")):
+        if not (dst_dir / f.name).exists() or not (dst_dir / f.name).samefile(f):
+            shutil.copyfile(f, dst_dir / f.name)
+    return dataclasses.replace(meta, refiner=src.name)
 
 
 def rebuild_torch(meta: ModelMetadata) -> L3Net:
@@ -208,14 +232,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="presence threshold for 'found'")
     p.add_argument("--trained-on", help="override the training-data description")
     p.add_argument("--onnx", action="store_true", help="also keep the intermediate ONNX file")
+    p.add_argument("--refiner", type=Path, help="refiner IR to use after this model (copied next to --out)")
+    p.add_argument(
+        "--refine-band",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="export a refiner: the offsets it was trained on (train --band), in window heights",
+    )
+    p.add_argument(
+        "--refine-shifts-px",
+        type=int,
+        nargs="+",
+        default=[-8, 0, 8],
+        help="a refiner's window centres around the coarse estimate, model px",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides: dict[str, Any] = {"default_stride_px": a.stride, "presence_threshold": a.threshold}
     for key, value in (("name", a.name), ("version", a.version), ("trained_on", a.trained_on)):
         if value is not None:
             overrides[key] = value
-    out = export(a.checkpoint, a.out, overrides, keep_onnx=a.onnx)
-    print(out)
+    if a.refine_band:
+        overrides.update(refine_band=tuple(a.refine_band), refine_shifts_px=tuple(a.refine_shifts_px))
+    print(export(a.checkpoint, a.out, overrides, keep_onnx=a.onnx, refiner=a.refiner))
 
 
 if __name__ == "__main__":

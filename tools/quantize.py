@@ -32,7 +32,7 @@ from l3edge.sliding import RunFn
 from tools.checkpoint import sha256_file
 from tools.data import CachedScan, load_cache
 from tools.evaluate import locate_cached, summarize
-from tools.export import read_metadata, write_ir
+from tools.export import attach_refiner, read_metadata, write_ir
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ def quantize_ir(
     new_meta = dataclasses.replace(
         meta, name=f"{name}-int8", precision="int8", extra={**meta.extra, "quantization": info}
     )
+    if meta.refiner:  # the refiner (FP32, small) goes along
+        new_meta = attach_refiner(new_meta, Path(xml).parent / meta.refiner, out_xml)
     return write_ir(q, new_meta, out_xml)
 
 

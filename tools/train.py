@@ -271,6 +271,7 @@ def _save(
         trained_on=info.get("trained_on", ""),
         config=dataclasses.asdict(cfg),
         metrics=m,
+        **{k: info[k] for k in ("pruning", "parent_sha256") if k in info},
     )
 
 
@@ -294,6 +295,11 @@ def split_val(n: int, frac: float, seed: int) -> tuple[list[int], list[int]]:
 
 def new_model(arch: str, space: ModelSpace, cfg: TrainConfig) -> L3Net:
     torch.manual_seed(cfg.seed)
+    if cfg.init:  # the checkpoint's own widths: a filter-pruned model keeps training at its pruned size
+        parent, ckpt = load_checkpoint(cfg.init)
+        if ckpt["arch"] != arch or ckpt["space_obj"] != space:
+            raise UsageError(f"--init {cfg.init}: another architecture or model space than this run's")
+        return parent
     model = build_model(
         arch,
         space.window_height_px,
@@ -306,11 +312,6 @@ def new_model(arch: str, space: ModelSpace, cfg: TrainConfig) -> L3Net:
         model.head[-1].bias[0] = space.window_height_px / 2
     if cfg.pretrained:
         load_pretrained(model, arch, cfg.pretrained)
-    if cfg.init:
-        parent, ckpt = load_checkpoint(cfg.init)
-        if ckpt["arch"] != arch or ckpt["space_obj"] != space:
-            raise UsageError(f"--init {cfg.init}: another architecture or model space than this run's")
-        model.load_state_dict(parent.state_dict())
     return model
 
 
@@ -350,7 +351,12 @@ def train_on(
     if c.epochs is not None:
         c.steps = max(1, math.ceil(c.epochs * len(train_scans) / c.batch))
     model = new_model(arch, space, c)
-    info = {"arch": arch, "trained_on": trained_on, "level": level}
+    info: dict[str, Any] = {"arch": arch, "trained_on": trained_on, "level": level}
+    if c.init:  # a pruned model's record (ratio, widths) carries over; the parent is the --init checkpoint
+        init_ckpt = torch.load(c.init, map_location="cpu", weights_only=False)
+        if init_ckpt.get("pruning"):
+            info["pruning"] = init_ckpt["pruning"]
+        info["parent_sha256"] = sha256_file(c.init)
     log.info(
         "training %s on %d scans (%d val) on %s for <= %d steps",
         arch,
@@ -433,6 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="checkpoint path (.pt); the best model so far is kept there")
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    ap.add_argument(
+        "--band",
+        type=float,
+        nargs=2,
+        default=TrainConfig.band,
+        metavar=("LO", "HI"),
+        help="offsets regressed, in window heights (default -0.5 1.5; a refiner: 0.25 0.75)",
+    )
     types = {"int": int, "float": float, "str": str}
     for f in dataclasses.fields(TrainConfig):
         typ = types.get(str(f.type).split(" ")[0])
@@ -442,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     cfg = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(a, f.name)}
-    cfg.update(augment=not a.no_augment, amp=not a.no_amp)
+    cfg.update(augment=not a.no_augment, amp=not a.no_amp, band=tuple(a.band))
     try:
         metrics = train(a.cache, a.arch, a.out, **cfg)
     except L3EdgeError as exc:

@@ -29,7 +29,7 @@ import numpy as np
 from l3edge.metadata import ModelMetadata
 from l3edge.runtime import OVModel
 from tools.data import CachedScan
-from tools.evaluate import evaluate_scans
+from tools.evaluate import Refiner, evaluate_scans, load_refiner
 from tools.export import export, read_metadata, rebuild_torch
 from tools.prune import count_macs_params
 from tools.quantize import load_scans
@@ -76,12 +76,11 @@ def bench_strip_ms(model: OVModel, rows: int = STRIP_ROWS, repeats: int = 5) -> 
     return float(np.median(times) * 1e3)
 
 
-def accuracy(model: OVModel, scans: Sequence[CachedScan]) -> dict[str, Any]:
+def accuracy(model: OVModel, scans: Sequence[CachedScan], refiner: Refiner | None = None) -> dict[str, Any]:
     """Full-pipeline accuracy (tools.evaluate summary) at the model's stride and threshold."""
     m = model.metadata
-    rep = evaluate_scans(
-        model.run, list(scans), m.space, m.default_stride_px, m.output_stride_px, m.presence_threshold
-    )
+    stride, out_stride, threshold = m.default_stride_px, m.output_stride_px, m.presence_threshold
+    rep = evaluate_scans(model.run, list(scans), m.space, stride, out_stride, threshold, refiner)
     s = rep["summary"]
     return {
         "scans": s["n_scans"],
@@ -110,7 +109,11 @@ class Timing:
 
 
 def evaluate_variant(
-    xml: Path, label: str, scans: Sequence[CachedScan] | None, timing: Timing = Timing()
+    xml: Path,
+    label: str,
+    scans: Sequence[CachedScan] | None,
+    timing: Timing = Timing(),
+    refiner: Refiner | None = None,
 ) -> dict[str, Any]:
     """One table row for the IR at ``xml``."""
     meta: ModelMetadata = read_metadata(xml)
@@ -134,7 +137,7 @@ def evaluate_variant(
     row["windows_per_s"] = bench_windows(model, timing.batch, timing.seconds)
     row["strip_ms"] = bench_strip_ms(model)
     if scans:
-        row.update(accuracy(model, scans))
+        row.update(accuracy(model, scans, refiner))
     return row
 
 
@@ -143,8 +146,10 @@ def compare(
     cache: Path | None = None,
     val_ids: Sequence[str] | None = None,
     timing: Timing = Timing(),
+    refiner: Refiner | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows for checkpoints (.pt, exported to a temporary FP32 IR) and IRs (.xml)."""
+    """Rows for checkpoints (.pt, exported to a temporary FP32 IR) and IRs (.xml); ``refiner`` refines every
+    model's estimates alike."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scans = None
@@ -155,7 +160,7 @@ def compare(
                 xml = export(path, Path(tmp) / f"{i}_{path.stem}.xml")
             if cache is not None and scans is None:
                 scans = load_scans(cache, read_metadata(xml).space, val_ids)
-            rows.append(evaluate_variant(xml, path.name, scans, timing))
+            rows.append(evaluate_variant(xml, path.name, scans, timing, refiner))
     return rows
 
 
@@ -261,13 +266,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.85, 0.9])
     p.add_argument("--int8", action="store_true", help="random sweep: add INT8 variants")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--refine-cache", type=Path, help="the validation scans in the refiner's model space")
+    p.add_argument("--refiner", type=Path, help="refiner (checkpoint or IR) applied to every model")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     timing = Timing(a.batch, a.seconds, a.threads)
     if a.random_sweep:
         rows = random_sweep(a.random_sweep, a.ratios, a.int8, timing, seed=a.seed)
     elif a.models:
-        rows = compare(a.models, a.cache, a.val_scans, timing)
+        refiner = None
+        if a.refine_cache and a.refiner:
+            refiner = load_refiner(a.refiner, a.refine_cache, a.val_scans)
+        elif a.refine_cache or a.refiner:
+            p.error("--refine-cache and --refiner go together")
+        rows = compare(a.models, a.cache, a.val_scans, timing, refiner)
     else:
         p.error("give models to compare or --random-sweep ARCH")
     print(markdown(rows))
