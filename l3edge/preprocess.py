@@ -94,8 +94,8 @@ def to_model_space(
     dst_x = (np.arange(space.window_width_px) - (space.window_width_px - 1) / 2) * p
     # Only the columns that some output footprint touches are resampled along z (same result, less work).
     reach = dst_x[-1] + p / 2 + col_spacing_mm
-    cols = np.flatnonzero(np.abs(src_x) <= reach)
-    cols = slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, n_cols)
+    near = np.flatnonzero(np.abs(src_x) <= reach)
+    cols = slice(int(near[0]), int(near[-1]) + 1) if near.size else slice(0, n_cols)
     # box_resample wants increasing coordinates: flip rows to z ascending and back.
     rows = box_resample(mip_hu[::-1, cols], z[::-1], dst_z[::-1], p, space.fill_hu, axis=0)[::-1]
     image = box_resample(rows, src_x[cols], dst_x, p, space.fill_hu, axis=1)
