@@ -23,7 +23,7 @@ import numpy as np
 from l3edge.errors import L3EdgeError, UsageError
 from l3edge.locator import L3Locator
 from tools.data import TRUTH_NAME, label_from_truth, truth_slices, vertebra_bounds
-from tools.evaluate import _text_report, markdown_table, summarize, table_row
+from tools.evaluate import markdown_table, report, summarize, table_row
 
 
 def scan_folders(roots: list[Path]) -> list[Path]:
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = {"scans": results, "summary": summarize(results)}
     rep["model"] = {"name": meta.name, "refiner": locator.refiner is not None, "stride": locator.stride}
     rep["table"] = markdown_table([table_row(name, rep["summary"], None)])
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(rep, indent=1, default=str))
-    print(_text_report(rep))
+    report(rep, a.json)
     return 0
 
 

@@ -405,6 +405,14 @@ def _text_report(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def report(rep: dict[str, Any], json_path: Path | None) -> None:
+    """Print the text report; also write the whole report (per scan too) as JSON when ``json_path`` is set."""
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(rep, indent=1, default=str))
+    print(_text_report(rep))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m tools.evaluate",
@@ -470,10 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     except L3EdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(rep, indent=1, default=str))
-    print(_text_report(rep))
+    report(rep, a.json)
     return 0
 
 
