@@ -97,7 +97,9 @@ class L3Locator:
             try:
                 refiner = OVModel.load(location.path.parent / name, **kw)
             except ModelError as exc:
-                raise ModelError(f"{exc} (the model's refiner; --no-refine, API refine=False, runs without it)") from exc
+                raise ModelError(
+                    f"{exc} (the model's refiner; --no-refine, API refine=False, runs without it)"
+                ) from exc
             if refiner.metadata.level != ov_model.metadata.level:
                 levels = f"{refiner.metadata.level}, the model finds {ov_model.metadata.level}"
                 raise ModelError(f"{refiner.path} refines {levels}")
