@@ -1,0 +1,3 @@
+from l3edge.cli import main
+
+main()
