@@ -17,6 +17,7 @@ from tests.tiny_model import TINY_SPACE
 from tools import build_cache as bc
 from tools import crossval as cv
 from tools import evaluate as ev
+from tools import pipeline as pl
 from tools import train as tr
 from tools.augment import AugmentConfig
 from tools.checkpoint import load_checkpoint
@@ -119,7 +120,7 @@ def test_cache_parity_and_ir_evaluation(
     assert space == TINY_SPACE and scan.in_view and scan.truth_slice() == row
 
     seen = []
-    monkeypatch.setattr(loc, "normalize", lambda image, sp: seen.append(image) or ev.normalize(image, sp))
+    monkeypatch.setattr(loc, "normalize", lambda image, sp: seen.append(image) or pl.normalize(image, sp))
     result = loc.L3Locator.load(tiny_model).predict(folder)
     np.testing.assert_array_equal(scan.image, seen[0])
     assert scan.grid.row_to_z(0) == pytest.approx(float(proj.z_mm[0]) + 2.5 - 2.0 + 16 * 4.0)
@@ -282,7 +283,7 @@ def test_cross_validation_holds_out(phantom_cache: Path, monkeypatch: pytest.Mon
         trained_on.append({s.id for s in scans})
         return real(scans, *a, **kw)
 
-    monkeypatch.setattr(tr, "train_on", spy)
+    monkeypatch.setattr(cv, "train_on", spy)
     rep = cv.cross_validate(phantom_cache, "cnn4", folds=3, steps=2, val_frac=0, **QUICK)
     ids = [r["id"] for r in rep["scans"]]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 6
@@ -349,7 +350,7 @@ def test_refiner_training_and_evaluation(phantom_cache: Path, tmp_path: Path) ->
     assert ev.main([*args, "--refine-cache", str(phantom_cache), "--refiner", str(ckpt)]) == 0
     assert json.loads(out.read_text())["model"]["refiner"] == str(ckpt)
     with pytest.raises(UsageError, match="not a refiner"):
-        ev.load_refiner(coarse, phantom_cache)
+        pl.load_refiner(coarse, phantom_cache)
 
 
 def test_fast_phantom_rows_are_sampled_at_the_slices() -> None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from l3edge.errors import UsageError
 from tools.data import load_cache
-from tools.evaluate import evaluate_scans, markdown_table, summarize, table_row, torch_runner
+from tools.pipeline import evaluate_scans, markdown_table, summarize, table_row, torch_runner
+from tools.train import train_on
 
 log = logging.getLogger("tools.crossval")
 
@@ -30,8 +31,6 @@ def cross_validate(
     **train_cfg: Any,
 ) -> dict[str, Any]:
     """k-fold CV by scan: train on k-1 folds with tools.train.train_on, evaluate on the held-out fold only."""
-    from tools.train import train_on
-
     if folds < 2:
         raise UsageError("--folds must be >= 2")
     space, scans = load_cache(cache_dir)

@@ -31,8 +31,8 @@ from l3edge.preprocess import cut_windows, normalize, window_tops
 from l3edge.sliding import RunFn
 from tools.checkpoint import sha256_file
 from tools.data import CachedScan, load_cache
-from tools.evaluate import locate_cached, summarize
 from tools.export import attach_refiner, read_metadata, write_ir
+from tools.pipeline import locate_cached, summarize
 
 log = logging.getLogger(__name__)
 

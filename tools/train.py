@@ -35,6 +35,7 @@ from tools.augment import AugmentConfig
 from tools.checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from tools.data import CachedScan, load_cache, read_index
 from tools.models import OUTPUT_STRIDE, L3Net, build_model, load_imagenet_features
+from tools.pipeline import evaluate_scans, resolve_device, torch_runner
 from tools.strips import StripBatches, strip_loss
 
 log = logging.getLogger("tools.train")
@@ -85,16 +86,6 @@ class TrainConfig:
     widths: list[int] | None = None
 
 
-def resolve_device(name: str, threads: int | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda but torch sees no CUDA device; use --device cpu or auto")
-    if threads:
-        torch.set_num_threads(threads)
-    return torch.device(name)
-
-
 # --- loop -------------------------------------------------------------------------------------------------
 
 
@@ -119,8 +110,6 @@ def _loop(
     out: Path | None,
     ckpt_info: dict[str, Any],
 ) -> dict[str, Any]:
-    from tools.evaluate import evaluate_scans, torch_runner
-
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

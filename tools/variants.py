@@ -29,8 +29,8 @@ import numpy as np
 from l3edge.metadata import ModelMetadata
 from l3edge.runtime import OVModel
 from tools.data import CachedScan
-from tools.evaluate import Refiner, evaluate_scans, load_refiner
 from tools.export import export, read_metadata, rebuild_torch
+from tools.pipeline import Refiner, evaluate_scans, load_refiner
 from tools.prune import count_macs_params
 from tools.quantize import load_scans
 
