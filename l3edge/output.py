@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 CSV_COLUMNS = (
     "path",
+    "level",
     "found",
     "z_mm",
     "slice_index",
@@ -32,6 +33,7 @@ CSV_COLUMNS = (
     "confidence",
     "presence",
     "ramp_r",
+    "review",
     "model_name",
     "model_version",
     "total_ms",

@@ -47,9 +47,18 @@ class L3Result:
     """None on success; otherwise why the scan could not be processed (then ``found`` is False)."""
     qa_path: str | None = None
     """The QA picture written for this scan, if any."""
+    level: str = "L3"
+    """The vertebral level that ``found``, ``z_mm``, the slice fields and ``confidence`` describe."""
+    levels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every level placed inside the scan -> ``{"z_mm", "slice_index", "instance_number",
+    "sop_instance_uid", "confidence"}`` (empty when the model places only one level or the scan failed)."""
+    review: bool = False
+    """A person should check this result: low confidence, or the vertebral counts disagree (see warnings)."""
 
     @classmethod
-    def failure(cls, path: str, error: str, model: dict[str, str] | None = None) -> L3Result:
+    def failure(
+        cls, path: str, error: str, model: dict[str, str] | None = None, level: str = "L3"
+    ) -> L3Result:
         """A result for a scan that could not be processed."""
         return cls(
             path=str(path),
@@ -66,6 +75,7 @@ class L3Result:
             ramp_r=0.0,
             model=dict(model or {}),
             error=error,
+            level=level,
         )
 
     @property
