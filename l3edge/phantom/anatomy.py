@@ -10,7 +10,7 @@ import numpy as np
 from l3edge.phantom.body import body_shape
 from l3edge.phantom.config import PhantomConfig
 from l3edge.phantom.levels import Spine, build_spine, slice_positions
-from l3edge.phantom.primitives import Primitive
+from l3edge.phantom.primitives import Primitive, pose
 from l3edge.phantom.skeleton import skeleton
 from l3edge.phantom.soft import soft_tissue, table
 
@@ -115,9 +115,11 @@ def build_anatomy(config: PhantomConfig) -> Anatomy:
     rng = np.random.default_rng([config.detail_seed, 7])
     spine = build_spine(config)
     body = body_shape(config, spine)
-    prims: list[Primitive] = []
-    prims += table(config, rng)
-    prims += soft_tissue(spine, body, config, rng)
-    prims += skeleton(spine, body, config, rng)
+    patient = soft_tissue(spine, body, config, rng) + skeleton(spine, body, config, rng)
+    if config.rotation_deg or config.lean_deg:
+        l3 = spine.by_name("L3")
+        angle, shear = np.radians(config.rotation_deg), float(np.tan(np.radians(config.lean_deg)))
+        patient = [pose(p, angle, (l3.x, l3.y), shear, l3.z_center) for p in patient]
+    prims: list[Primitive] = table(config, rng) + patient
     zr = np.array([p.z_range for p in prims], dtype=np.float64)
     return Anatomy(config, spine, tuple(prims), zr[:, 0], zr[:, 1], slice_positions(config, spine))

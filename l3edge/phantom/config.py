@@ -90,6 +90,47 @@ class PhantomConfig:
     """Standard deviation of the (spatially correlated) image noise."""
     detail_seed: int = 0
     """Seeds bowel loops, small vessels and noise."""
+    # --- landmarks that vary against the spine (none of them may tell the level by itself) ---
+    crest_frac: float = 0.5
+    """Top of the iliac crests between the L3/L4 disc (0) and the L5/S1 disc (1) of the last lumbar levels
+    (counted from the sacrum: the disc three above S1 to the disc just above it)."""
+    crest_asym_mm: float = 0.0
+    """Left crest higher than the right by this much."""
+    rib_last_frac: float = 1.0
+    """Length of the lowest rib pair relative to a typical 12th rib (0: absent, a stub below ~0.3)."""
+    rib_second_last_frac: float = 1.0
+    """Length of the second-lowest rib pair relative to a typical 11th rib."""
+    rib_slope: float = 1.0
+    """Steepness of the ribs' descent (1 typical; larger: more oblique, as in expiration or older people)."""
+    rib_radius_scale: float = 1.0
+    """Rib thickness."""
+    kidney_shift: float = 0.0
+    """Kidneys' craniocaudal shift in vertebral heights (+ up)."""
+    liver_shift: float = 0.0
+    """Liver dome and diaphragm shift in vertebral heights (+ up)."""
+    femur_drop: float = 1.0
+    """Distance from S1 down to the femoral heads, relative to typical."""
+    pelvis_width: float = 1.0
+    """Pelvic width relative to typical (wider in many women)."""
+    rotation_deg: float = 0.0
+    """Axial rotation of the patient on the table about the spine (positive: left side up)."""
+    lean_deg: float = 0.0
+    """Tilt of the body axis in the coronal plane (the spine runs obliquely across the MIP)."""
+    fracture_level: str = ""
+    """A compressed vertebral body (e.g. 'L1'); empty: none."""
+    fracture_severity: float = 0.0
+    """Height lost by the fractured body (0.2 mild .. 0.6 severe)."""
+    osteophytes: float = 0.0
+    """Degenerative spurs at the lumbar and lower thoracic endplates (0 none .. 1 severe; > 0.7 bridges discs)."""
+    hardware_start: str = ""
+    """First instrumented level when spinal_hardware (any of T9..L5; empty: the config's lumbar default)."""
+    cement_levels: tuple[str, ...] = ()
+    """Vertebral bodies filled with vertebroplasty cement."""
+    contrast_phase: str = "portal"
+    """With iv_contrast: 'arterial' (bright aorta), 'portal' (liver, spleen, veins) or 'delayed' (kidneys'
+    collecting systems, ureters and bladder bright)."""
+    aorta_calcification: float = 0.0
+    """Calcified plaques along the aorta and iliac arteries (0 none .. 1 heavy)."""
 
     def with_overrides(self, **overrides: object) -> PhantomConfig:
         names = {f.name for f in dataclasses.fields(self)}
@@ -121,6 +162,26 @@ class PhantomConfig:
             v.append(f"hip_prosthesis_{self.hip_prosthesis}")
         if self.arms == "up":
             v.append("arms_up")
+        if self.rib_last_frac < 0.3:
+            v.append("short_last_ribs")
+        if self.crest_frac < 0.15 or self.crest_frac > 0.85:
+            v.append("crest_" + ("high" if self.crest_frac < 0.15 else "low"))
+        if abs(self.rotation_deg) >= 8:
+            v.append("rotated")
+        if abs(self.lean_deg) >= 4:
+            v.append("leaning")
+        if self.fracture_level:
+            v.append("compression_fracture")
+        if self.osteophytes > 0.7:
+            v.append("bridging_osteophytes")
+        if self.cement_levels:
+            v.append("vertebroplasty")
+        if self.aorta_calcification > 0.5:
+            v.append("calcified_aorta")
+        if self.skeleton_scale < 0.8:
+            v.append("small_patient")
+        if self.iv_contrast and self.contrast_phase != "portal":
+            v.append(f"contrast_{self.contrast_phase}")
         return v
 
 
@@ -190,4 +251,48 @@ def sample_config(seed: int, region: str | None = None, **overrides: object) -> 
         noise_sd_hu=float(rng.uniform(5, 40)),
         detail_seed=int(rng.integers(2**31)),
     )
+    cfg = _sample_landmarks(cfg, np.random.default_rng([int(seed), 0x1A4D]))
     return cfg.with_overrides(**overrides) if overrides else cfg
+
+
+_FRACTURE_LEVELS = ("T10", "T11", "T12", "L1", "L2", "L3", "L4")
+_HARDWARE_STARTS = ("T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4")
+
+
+def _sample_landmarks(cfg: PhantomConfig, rng: np.random.Generator) -> PhantomConfig:
+    """Landmarks that vary against the spine, and degenerative and post-operative variants (a second stream,
+    so the first one's draws stay as they were)."""
+    crest = float(rng.normal(0.45, 0.22)) if rng.random() < 0.7 else float(rng.uniform(-0.05, 1.05))
+    small = rng.random() < 0.06
+    fracture = rng.random() < 0.08
+    cement = rng.random() < 0.04
+    n_cement = int(rng.integers(1, 3))
+    return dataclasses.replace(
+        cfg,
+        crest_frac=float(np.clip(crest, -0.05, 1.05)),
+        crest_asym_mm=float(rng.normal(0, 4)),
+        rib_last_frac=float(rng.uniform(0.0, 0.3)) if rng.random() < 0.15 else float(rng.uniform(0.3, 1.4)),
+        rib_second_last_frac=float(rng.uniform(0.5, 1.3)),
+        rib_slope=float(rng.uniform(0.75, 1.35)),
+        rib_radius_scale=float(rng.uniform(0.75, 1.15)),
+        kidney_shift=float(rng.uniform(-1.5, 1.0)),
+        liver_shift=float(rng.uniform(-1.0, 1.0)),
+        femur_drop=float(rng.uniform(0.85, 1.2)),
+        pelvis_width=float(rng.uniform(0.85, 1.2)),
+        rotation_deg=float(rng.normal(0, 3)) if rng.random() < 0.75 else float(rng.uniform(-15, 15)),
+        lean_deg=float(rng.normal(0, 1.5)) if rng.random() < 0.8 else float(rng.uniform(-8, 8)),
+        fracture_level=str(rng.choice(_FRACTURE_LEVELS)) if fracture else "",
+        fracture_severity=float(rng.uniform(0.2, 0.6)) if fracture else 0.0,
+        osteophytes=float(rng.uniform(0.2, 1.0)) if rng.random() < 0.3 else 0.0,
+        spinal_hardware=cfg.spinal_hardware or bool(rng.random() < 0.04),
+        hardware_start=str(rng.choice(_HARDWARE_STARTS)),
+        hardware_levels=int(rng.integers(2, 7)),
+        cement_levels=tuple(str(v) for v in rng.choice(_FRACTURE_LEVELS, n_cement, replace=False))
+        if cement
+        else (),
+        contrast_phase=str(rng.choice(["arterial", "portal", "delayed"], p=[0.25, 0.55, 0.2])),
+        aorta_calcification=float(rng.uniform(0, 1)) if rng.random() < 0.35 else 0.0,
+        skeleton_scale=float(rng.uniform(0.65, 0.85)) if small else cfg.skeleton_scale,
+        bone_density=min(cfg.bone_density, 0.9) if small else cfg.bone_density,
+        cortical_hu=float(rng.uniform(650, 1500)),
+    )

@@ -113,8 +113,14 @@ def build_spine(cfg: PhantomConfig) -> Spine:
     names += [(f"T{i}", "T", i, 4 + i) for i in range(1, cfg.n_ribs + 1)]
     names += [(f"L{j}", "L", j, 4 + cfg.n_ribs + j) for j in range(1, cfg.n_lumbar + 1)]
     pos = [min(p, 21) for _, _, _, p in names]
-    heights = [_HEIGHT[p] * s for p in pos]
-    discs = [_DISC[p] * s for p in pos]
+    # Per-level jitter of body and disc heights (people differ level by level, not only in scale), and a
+    # compressed body where the config has a fracture (the disc heights stay).
+    jit = np.random.default_rng([cfg.detail_seed, 3])
+    heights = [_HEIGHT[p] * s * float(jit.uniform(0.93, 1.07)) for p in pos]
+    discs = [_DISC[p] * s * float(jit.uniform(0.75, 1.25)) for p in pos]
+    for i, (name, *_rest) in enumerate(names):
+        if name == cfg.fracture_level:
+            heights[i] *= 1.0 - cfg.fracture_severity
     # Stack from C3 downwards with z = 0 at the top of C3, then shift so the L3 centre is at cfg.l3_z_mm.
     tops, z = [], 0.0
     for h, d in zip(heights, discs, strict=True):
@@ -131,8 +137,9 @@ def build_spine(cfg: PhantomConfig) -> Spine:
         lord = 60 + (_BACK[p] - 60) * cfg.lordosis_scale
         y = back0 - lord * s * depth
         x = spine_x(cfg, zc, cfg.l3_z_mm)
+        wide = 1.08 * float(jit.uniform(0.95, 1.05))
         levels.append(
-            Level(name, kind, idx, top + shift, top + shift - h, _HALF_W[p] * s, _HALF_D[p] * s, x, y)
+            Level(name, kind, idx, top + shift, top + shift - h, _HALF_W[p] * s * wide, _HALF_D[p] * s, x, y)
         )
     s1_h = 28.0 * s
     z_s1 = s1_top + shift
@@ -140,7 +147,7 @@ def build_spine(cfg: PhantomConfig) -> Spine:
     levels.append(
         Level("S1", "S", 1, z_s1, z_s1 - s1_h, 25 * s, 16 * s, spine_x(cfg, z_s1, cfg.l3_z_mm), y_s1)
     )
-    return Spine(tuple(levels), sacrum_length=110.0 * s, z_femoral_head=z_s1 - 105.0 * s)
+    return Spine(tuple(levels), sacrum_length=110.0 * s, z_femoral_head=z_s1 - 105.0 * s * cfg.femur_drop)
 
 
 def scan_range(cfg: PhantomConfig, spine: Spine) -> tuple[float, float]:
@@ -154,7 +161,9 @@ def scan_range(cfg: PhantomConfig, spine: Spine) -> tuple[float, float]:
     pelvis_bottom = spine.z_femoral_head - 50.0 * cfg.skeleton_scale - (bm + 15)
     z_l3 = lv("L3").z_center
     if cfg.region == "abdomen":
-        top, bottom = lv(f"T{cfg.n_ribs - 2}").z_top + tm, pelvis_bottom
+        # from the lower chest (about T6) to the diaphragm (about T11), depending on the margin drawn
+        k = int(np.clip(round(6 - (tm + 10) / 12), 1, 6))
+        top, bottom = lv(f"T{cfg.n_ribs - k}").z_top + tm % 12, pelvis_bottom
     elif cfg.region == "cap":
         top, bottom = lv("T1").z_top + 25 + tm, pelvis_bottom
     elif cfg.region == "wholebody":

@@ -121,11 +121,18 @@ class Ellipsoid:
     value: float
     rot: tuple[tuple[float, float, float], ...] = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
     z_clip: tuple[float, float] = (-1e9, 1e9)
+    shear_xz: float = 0.0
+    """After the rotation, x moves by ``shear_xz * (z - center z)`` (a leaning body; still an ellipsoid)."""
 
     @cached_property
     def _mat(self) -> np.ndarray:
         r = np.asarray(self.rot, dtype=np.float64)
-        return r @ np.diag(1.0 / np.asarray(self.radii, dtype=np.float64) ** 2) @ r.T
+        m = r @ np.diag(1.0 / np.asarray(self.radii, dtype=np.float64) ** 2) @ r.T
+        if self.shear_xz:
+            inv = np.eye(3)
+            inv[0, 2] = -self.shear_xz  # inverse of the shear p -> p + k z e_x
+            m = inv.T @ m @ inv
+        return m
 
     def _m(self) -> np.ndarray:
         return self._mat
@@ -179,6 +186,8 @@ class Tube:
 
     knots: tuple[tuple[float, float, float, float, float], ...]
     value: float
+    angle: float = 0.0
+    """Rotation of every cross-section ellipse about z (radians; a patient rotated on the table)."""
 
     @cached_property
     def _k(self) -> np.ndarray:
@@ -188,17 +197,24 @@ class Tube:
         k = self._k
         return tuple(np.interp(z, k[:, 0], k[:, i]) for i in range(1, 5))
 
+    def _half(self, rx: np.ndarray, ry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Half extents along x and y of the rotated ellipse."""
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        return np.sqrt((rx * c) ** 2 + (ry * s) ** 2), np.sqrt((rx * s) ** 2 + (ry * c) ** 2)
+
     @property
     def z_range(self) -> tuple[float, float]:
         return self.knots[0][0], self.knots[-1][0]
 
     def xy_bounds(self, z: float) -> Bounds:
         cx, cy, rx, ry = (float(v) for v in self._at(z))
-        return cx - rx, cx + rx, cy - ry, cy + ry
+        hx, hy = (float(v) for v in self._half(np.float64(rx), np.float64(ry)))
+        return cx - hx, cx + hx, cy - hy, cy + hy
 
     def xz_bounds(self) -> Bounds:
         k = self._k
-        return float((k[:, 1] - k[:, 3]).min()), float((k[:, 1] + k[:, 3]).max()), *self.z_range
+        hx, _ = self._half(k[:, 3], k[:, 4])
+        return float((k[:, 1] - hx).min()), float((k[:, 1] + hx).max()), *self.z_range
 
     def slice_mask(self, X: np.ndarray, Y: np.ndarray, z: float) -> np.ndarray:
         z0, z1 = self.z_range
@@ -207,12 +223,17 @@ class Tube:
         cx, cy, rx, ry = (float(v) for v in self._at(z))
         if rx <= 0 or ry <= 0:
             return np.zeros(np.broadcast(X, Y).shape, dtype=bool)
-        return ((X - cx) / rx) ** 2 + ((Y - cy) / ry) ** 2 <= 1.0
+        dx, dy = X - cx, Y - cy
+        if self.angle:
+            c, s = np.cos(self.angle), np.sin(self.angle)
+            dx, dy = dx * c + dy * s, -dx * s + dy * c
+        return (dx / rx) ** 2 + (dy / ry) ** 2 <= 1.0
 
     def shadow_mask(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
         z0, z1 = self.z_range
-        cx, _cy, rx, _ry = self._at(Z)
-        return (np.abs(X - cx) <= rx) & (rx > 0) & (z0 <= Z) & (z1 >= Z)
+        cx, _cy, rx, ry = self._at(Z)
+        hx, _ = self._half(rx, ry)
+        return (np.abs(X - cx) <= hx) & (rx > 0) & (z0 <= Z) & (z1 >= Z)
 
 
 Primitive = Box | Capsule | Ellipsoid | Tube
@@ -256,3 +277,33 @@ def frame(
     w = np.cross(n, a)
     m = np.stack([a, n, w], axis=1)
     return (_p3(m[0]), _p3(m[1]), _p3(m[2]))
+
+
+def pose(prim: Primitive, angle: float, pivot: tuple[float, float], shear: float, z0: float) -> Primitive:
+    """``prim`` turned by ``angle`` (radians) about the z axis through ``pivot`` (x, y), then sheared as
+    x += ``shear`` * (z - ``z0``): the patient rotated on the table and leaning. z never changes, so the
+    levels' z in the truth stay exact. Boxes (the table) stay where they are."""
+    c, s = float(np.cos(angle)), float(np.sin(angle))
+    px, py = pivot
+
+    def move(p: tuple[float, float, float]) -> tuple[float, float, float]:
+        dx, dy = p[0] - px, p[1] - py
+        x, y = px + c * dx - s * dy, py + s * dx + c * dy
+        return x + shear * (p[2] - z0), y, p[2]
+
+    if isinstance(prim, Capsule):
+        return Capsule(move(prim.p0), move(prim.p1), prim.r, prim.value, prim.rim)
+    if isinstance(prim, Ellipsoid):
+        rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.asarray(prim.rot, dtype=np.float64)
+        return Ellipsoid(
+            move(prim.center),
+            prim.radii,
+            prim.value,
+            (_p3(rz[0]), _p3(rz[1]), _p3(rz[2])),
+            prim.z_clip,
+            prim.shear_xz + shear,
+        )
+    if isinstance(prim, Tube):
+        knots = tuple((k[0], *move((k[1], k[2], k[0]))[:2], k[3], k[4]) for k in prim.knots)
+        return Tube(knots, prim.value, prim.angle + angle)  # type: ignore[arg-type]
+    return prim

@@ -66,7 +66,14 @@ def soft_tissue(
     lv = spine.by_name
     s, n = cfg.skeleton_scale, cfg.n_ribs
     iv, oral = cfg.iv_contrast, cfg.oral_contrast
-    aorta_hu = float(rng.uniform(250, 350)) if iv else 40.0
+    phase = cfg.contrast_phase if iv else "none"
+    aorta_hu = {
+        "arterial": float(rng.uniform(350, 550)),
+        "portal": float(rng.uniform(180, 300)),
+        "delayed": float(rng.uniform(100, 160)),
+    }.get(phase, 40.0)
+    liver_hu = {"arterial": 75.0, "portal": float(rng.uniform(100, 150)), "delayed": 90.0}.get(phase, 55.0)
+    pitch = 33.0 * s  # a lumbar vertebra and its disc: the unit of the organs' shifts
     zf = spine.z_femoral_head
     knots = body.knots
     wall = cfg.fat_mm
@@ -122,9 +129,10 @@ def soft_tissue(
     )
     # lungs and heart
     t1, tb = lv("T1"), lv(f"T{n - 1}")
+    dz_liver = cfg.liver_shift * 0.8 * pitch  # diaphragm, liver dome and lung bases move together
     for sg in (-1.0, 1.0):
         cx, cy, rx, ry = body.cavity(lv(f"T{n // 2 + 1}").z_center)
-        zt, zb = t1.z_top + 25 * s, tb.z_center - 15 * s
+        zt, zb = t1.z_top + 25 * s, tb.z_center - 15 * s + dz_liver
         out.append(
             Ellipsoid(
                 (cx + sg * 0.5 * rx, cy + 0.1 * ry, 0.5 * (zt + zb)),
@@ -143,12 +151,12 @@ def soft_tissue(
     # organs
     tl = lv(f"T{n}")
     cx, cy, rx, ry = body.cavity(tl.z_center)
-    dome = lv(f"T{n - 3}").z_center
+    dome = lv(f"T{n - 3}").z_center + dz_liver
     out.append(
         Ellipsoid(
-            (cx - 0.45 * rx, cy - 0.05 * ry, tl.z_top - 15),
-            (0.6 * rx, 0.8 * ry, 90 * s),
-            110.0 if iv else 55.0,
+            (cx - 0.45 * rx, cy - 0.05 * ry, tl.z_top - 15 + dz_liver),
+            (0.6 * rx, 0.8 * ry, float(rng.uniform(75, 105)) * s),
+            liver_hu,
             z_clip=(-1e9, dome),
         )
     )
@@ -169,10 +177,21 @@ def soft_tissue(
     if rng.random() < 0.6:
         out.append(Ellipsoid((cx + 0.35 * rx, cy - 0.5 * ry, tl.z_top + 25), (30 * s, 15 * s, 25 * s), GAS))
     l1 = lv("L1")
+    kidney_hu = {"arterial": 180.0, "portal": 200.0, "delayed": 150.0}.get(phase, 30.0)
+    pelvis_hu = float(rng.uniform(600, 1500)) if phase == "delayed" else 120.0 if iv else 25.0
+    z_bladder = spine.z_femoral_head + 5
     for sg, dz in ((-1.0, -20.0), (1.0, 0.0)):
-        kc = (l1.x + sg * (l1.half_width + 42 * s), l1.y + 8, l1.z_center + dz * s)
-        out.append(Ellipsoid(kc, (28 * s, 24 * s, 55 * s), 200.0 if iv else 30.0, rot=rot_z(sg * 0.5)))
-        out.append(Ellipsoid(kc, (16 * s, 14 * s, 38 * s), 120.0 if iv else 25.0, rot=rot_z(sg * 0.5)))
+        kz = l1.z_center + dz * s + (cfg.kidney_shift + float(rng.uniform(-0.3, 0.3))) * pitch
+        kc = (l1.x + sg * (l1.half_width + 42 * s), l1.y + 8, kz)
+        out.append(Ellipsoid(kc, (28 * s, 24 * s, 55 * s), kidney_hu, rot=rot_z(sg * 0.5)))
+        out.append(Ellipsoid(kc, (16 * s, 14 * s, 38 * s), pelvis_hu, rot=rot_z(sg * 0.5)))
+        if phase == "delayed":  # excreted contrast: collecting systems, ureters down to the bladder
+            ureter = [
+                (kc[0] - sg * 10 * s, kc[1] - 10, kc[2] - 20 * s),
+                (l1.x + sg * 45 * s, l1.y - 10, 0.5 * (kc[2] + z_bladder)),
+                (cfg.lateral_offset_mm + sg * 25 * s, lv("S1").y - 70 * s, z_bladder + 20),
+            ]
+            out.extend(chain(ureter, 2.5 * s, 0.7 * pelvis_hu))
         if iv:  # renal vessels fanning out from the hilum
             hil = (kc[0] - sg * 12 * s, kc[1], kc[2])
             k_rng = np.random.default_rng([cfg.detail_seed, 41, int(sg > 0)])
@@ -231,7 +250,29 @@ def soft_tissue(
         if rng.random() < 0.6:
             gas.append(Capsule(a, tuple(0.5 * (np.asarray(a) + np.asarray(b))), 10 * s, GAS))
     out += bowel + gas
+    bladder_hu = float(rng.uniform(400, 1200)) if phase == "delayed" else 10.0
     out.append(
-        Ellipsoid((cfg.lateral_offset_mm, lv("S1").y - 85 * s, zf + 5), (40 * s, 32 * s, 35 * s), 10.0)
+        Ellipsoid(
+            (cfg.lateral_offset_mm, lv("S1").y - 85 * s, z_bladder), (40 * s, 32 * s, 35 * s), bladder_hu
+        )
     )
+    out += _calcified_plaques(ao, cfg, np.random.default_rng([cfg.detail_seed, 47]))
+    return out
+
+
+def _calcified_plaques(
+    aorta: list[tuple[float, float, float]], cfg: PhantomConfig, rng: np.random.Generator
+) -> list[Primitive]:
+    """Bright specks along the aorta's wall (older patients): 300-1000 HU, a few mm."""
+    out: list[Primitive] = []
+    if cfg.aorta_calcification <= 0 or len(aorta) < 2:
+        return out
+    pts = np.asarray(aorta, dtype=np.float64)
+    for _ in range(int(60 * cfg.aorta_calcification)):
+        k = int(rng.integers(len(pts) - 1))
+        p = pts[k] + rng.random() * (pts[k + 1] - pts[k])
+        ang = rng.uniform(0, 2 * np.pi)
+        c = (p[0] + 11 * np.cos(ang), p[1] + 11 * np.sin(ang), p[2])
+        q = (c[0], c[1], c[2] + float(rng.uniform(1, 6)))
+        out.append(Capsule(c, q, float(rng.uniform(1.0, 2.5)), float(rng.uniform(300, 1000))))
     return out
