@@ -1,7 +1,8 @@
 """The public API: a reusable L3 locator and a one-shot ``locate``.
 
-Pipeline per scan: read the frontal MIP (l3edge.scan) -> model space (preprocess) -> windows through the model
-(sliding, runtime) -> ramp correlation (postprocess) -> model-space row to patient z -> nearest slice.
+Pipeline per scan: read the frontal MIP (l3edge.scan) -> model space (preprocess) -> windows through the
+model, as is and mirrored (sliding, runtime) -> per-level ramp correlation and the ladder (postprocess,
+ladder) -> refinement (refine) -> patient z -> nearest slice, confidence and review (place).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import numpy as np
 
 from l3edge.errors import ModelError, UsageError
 from l3edge.metadata import ModelMetadata
-from l3edge.postprocess import fit_ramp, place_on_slices
+from l3edge.place import PlacedLevel, place_levels
 from l3edge.preprocess import normalize, to_model_space
-from l3edge.refine import refine_row
+from l3edge.refine import refine_rows
 from l3edge.result import L3Result
 from l3edge.runtime import ModelLocation, OVModel, resolve_model
 from l3edge.series import Projection
-from l3edge.sliding import predict
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,13 @@ class L3Locator:
         mode: Mode | str = "auto",
         location: ModelLocation | None = None,
         refiner: OVModel | None = None,
+        mirror: bool = True,
     ) -> None:
         self.model = model
         """The compiled model."""
+        self.mirror = mirror
+        """Also run every scan mirrored left-right: the answer averages both, and their disagreement lowers
+        the confidence."""
         if refiner is not None and not refiner.metadata.is_refiner:
             raise ModelError(f"{refiner.path} is not a refiner (its metadata has no refine_band)")
         self.refiner = refiner
@@ -78,6 +82,7 @@ class L3Locator:
         mode: Mode | str = "auto",
         inference_precision: str | None = None,
         refine: bool = True,
+        mirror: bool = True,
     ) -> L3Locator:
         """Find, check and compile the model (explicit path, then ``$L3EDGE_MODEL``, then the bundled model),
         and its refiner when its metadata names one and ``refine`` is true.
@@ -100,10 +105,10 @@ class L3Locator:
                 raise ModelError(
                     f"{exc} (the model's refiner; --no-refine, API refine=False, runs without it)"
                 ) from exc
-            if refiner.metadata.level != ov_model.metadata.level:
+            if refiner.metadata.level not in ("any", ov_model.metadata.level):
                 levels = f"{refiner.metadata.level}, the model finds {ov_model.metadata.level}"
                 raise ModelError(f"{refiner.path} refines {levels}")
-        return cls(ov_model, stride=stride, mode=mode, location=location, refiner=refiner)
+        return cls(ov_model, stride=stride, mode=mode, location=location, refiner=refiner, mirror=mirror)
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -130,26 +135,30 @@ class L3Locator:
         series_uid: str | None = None,
         stride: int | None = None,
         qa_dir: str | os.PathLike[str] | None = None,
+        level: str | None = None,
     ) -> L3Result:
-        """Locate L3 in the scan at ``path`` (DICOM folder or NIfTI file).
+        """Locate L3 (or ``level``) in the scan at ``path`` (DICOM folder or NIfTI file).
 
         Args:
             path: the scan.
             series_uid: DICOM SeriesInstanceUID to use when the folder holds several series.
             stride: window stride in model pixels (default: the locator's).
             qa_dir: write a QA picture (PNG) for this scan into this folder.
+            level: the vertebral level the result's fields describe (default: the model's, L3); every
+                level in view is in ``result.levels`` either way.
 
         Raises:
             InputError: the scan cannot be read or used.
-            UsageError: inconsistent stride.
+            UsageError: inconsistent stride, or a level the model does not place.
         """
         # Imported here so that `import l3edge` stays light and the API works on in-memory projections alone.
         from l3edge.scan import read_projection
 
+        self.check_level(level)
         t0 = time.perf_counter()
         projection = read_projection(Path(path), series_uid=series_uid)
         read_ms = _ms(t0)
-        return self._locate(projection, str(path), read_ms, stride, qa_dir)
+        return self._locate(projection, str(path), read_ms, stride, qa_dir, level)
 
     def predict_projection(
         self,
@@ -157,11 +166,12 @@ class L3Locator:
         stride: int | None = None,
         qa_dir: str | os.PathLike[str] | None = None,
         path: str | None = None,
+        level: str | None = None,
     ) -> L3Result:
-        """Locate L3 in an already computed frontal MIP (e.g. a phantom's)."""
+        """Locate L3 (or ``level``) in an already computed frontal MIP (e.g. a phantom's)."""
         where = path or (str(projection.series.path) if projection.series is not None else MEMORY_PATH)
         read_ms = round(float(sum(projection.timings_ms.values())), 3)
-        return self._locate(projection, where, read_ms, stride, qa_dir)
+        return self._locate(projection, where, read_ms, stride, qa_dir, level)
 
     def _locate(
         self,
@@ -170,9 +180,11 @@ class L3Locator:
         read_ms: float,
         stride: int | None,
         qa_dir: str | os.PathLike[str] | None,
+        level: str | None = None,
     ) -> L3Result:
         meta = self.metadata
         space = meta.space
+        level = self.check_level(level)
         s = self.stride if stride is None else self._check_stride(stride)
         timings: dict[str, float] = {"read_mip": read_ms}
 
@@ -182,75 +194,116 @@ class L3Locator:
         timings["preprocess"] = _ms(t)
 
         t = time.perf_counter()
-        height = space.window_height_px
-        output_stride = meta.output_stride_px if self._strip_mode(s) else None
-        tops, preds = predict(self.model.run, channels, height, s, output_stride)
-        timings["cnn"] = _ms(t)
+        refine_ms: list[float] = []
 
-        t = time.perf_counter()
-        fit = fit_ramp(
-            tops, preds[:, meta.offset_index], preds[:, meta.presence_index], height, meta.presence_threshold
+        def refine(z: list[float]) -> list[float]:
+            t_r = time.perf_counter()
+            out = self._refine(projection, z)
+            refine_ms.append(_ms(t_r))
+            return out
+
+        output_stride = meta.output_stride_px if self._strip_mode(s) else None
+        placed = place_levels(
+            self.model.run,
+            channels,
+            grid,
+            meta,
+            s,
+            output_stride,
+            projection.z_mm,
+            refine if self.refiner is not None else None,
+            mirror=self.mirror,
         )
-        z_fit = float(np.asarray(grid.row_to_z(fit.row)))
-        timings["postprocess"] = _ms(t)
-        if fit.found and self.refiner is not None:
-            t = time.perf_counter()
-            z_fit = self._refine(projection, z_fit)
-            timings["refine"] = _ms(t)
+        timings["cnn"] = round(_ms(t) - sum(refine_ms), 3)
+        if refine_ms:
+            timings["refine"] = round(sum(refine_ms), 3)
 
         t = time.perf_counter()
         series = projection.series
         warnings = list(series.warnings) if series is not None else []
-        fields: dict[str, Any] = dict(
-            z_mm=None, slice_index=None, slice_z_mm=None, instance_number=None, sop_instance_uid=None
-        )
-        place = place_on_slices(fit, z_fit, projection.z_mm, space.mm_per_px / 2)
-        found, row_i = place.found, place.row
-        if place.outside:
-            warnings.append(
-                f"the model placed {meta.level} outside the scan (in the padding); reported not found"
-            )
-        if row_i is not None and place.z_mm is not None:
-            fields["z_mm"] = round(place.z_mm, 3)
-            fields["slice_z_mm"] = round(float(projection.z_mm[row_i]), 3)
-            if series is not None and len(series.slice_index) == projection.n_slices:
-                fields["slice_index"] = int(series.slice_index[row_i])
-                fields["instance_number"] = _at(series.instance_numbers, row_i)
-                fields["sop_instance_uid"] = _at(series.sop_instance_uids, row_i)
-            else:
-                # An in-memory projection without a series: rows are superior -> inferior, so the
-                # z-ascending index of row i is counted from the last row.
-                fields["slice_index"] = projection.n_slices - 1 - row_i
-        timings["postprocess"] += _ms(t)
-
+        warnings += placed.warnings(level)
+        lv = placed.levels[level]
+        levels = {m: self._slice_fields(projection, p) for m, p in placed.levels.items() if p.found}
+        for m, p in placed.levels.items():
+            if p.found:
+                levels[m]["confidence"] = round(p.confidence, 4)
+        fields = self._slice_fields(projection, lv) if lv.found else {}
+        fields.pop("confidence", None)
         result = L3Result(
             path=path,
-            found=found,
+            found=lv.found,
+            z_mm=fields.get("z_mm"),
+            slice_index=fields.get("slice_index"),
+            slice_z_mm=fields.get("slice_z_mm"),
+            instance_number=fields.get("instance_number"),
+            sop_instance_uid=fields.get("sop_instance_uid"),
             series_instance_uid=series.series_instance_uid if series is not None else None,
             n_slices=projection.n_slices,
-            confidence=round(fit.confidence, 4),
-            presence=round(fit.presence, 4),
-            ramp_r=round(fit.ramp_r, 4),
+            confidence=round(lv.confidence, 4),
+            presence=round(lv.presence, 4),
+            ramp_r=round(lv.ramp_r, 4),
             timings_ms=timings,
             model={"name": meta.name, "version": meta.version},
             warnings=tuple(warnings),
-            **fields,
+            level=level,
+            levels=levels if len(meta.model_levels) > 1 else {},
+            review=placed.review(level, meta.review_below),
         )
+        timings["postprocess"] = _ms(t)
         if qa_dir is not None:
-            result = self._write_qa(projection, result, row_i, Path(qa_dir))
+            result = self._write_qa(projection, result, lv.row, Path(qa_dir))
         timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
         log.info(
-            "%s: found=%s z=%s slice=%s (%.0f ms)",
+            "%s: %s found=%s z=%s slice=%s review=%s (%.0f ms)",
             path,
+            level,
             result.found,
             result.z_mm,
             result.slice_index,
+            result.review,
             timings["total"],
         )
         return result
 
-    def _refine(self, projection: Projection, z_mm: float) -> float:
-        """The refiner's z for the coarse estimate ``z_mm`` (unchanged when its windows do not agree)."""
+    def check_level(self, level: str | None) -> str:
+        """The level a result will describe: ``level`` in upper case, or the model's default.
+
+        Raises:
+            UsageError: the model does not place ``level``.
+        """
+        if level is None:
+            return self.metadata.level
+        name = str(level).upper()
+        if name not in self.metadata.model_levels:
+            known = ", ".join(self.metadata.model_levels)
+            raise UsageError(f"this model places {known}, not {level!r}")
+        return name
+
+    @staticmethod
+    def _slice_fields(projection: Projection, p: PlacedLevel) -> dict[str, Any]:
+        """z and slice identifiers of a placed level (``p.row`` is a superior-first row of the projection)."""
+        assert p.row is not None and p.z_mm is not None
+        row = p.row
+        series = projection.series
+        d: dict[str, Any] = {
+            "z_mm": round(p.z_mm, 3),
+            "slice_z_mm": round(float(projection.z_mm[row]), 3),
+            "slice_index": None,
+            "instance_number": None,
+            "sop_instance_uid": None,
+        }
+        if series is not None and len(series.slice_index) == projection.n_slices:
+            d["slice_index"] = int(series.slice_index[row])
+            d["instance_number"] = _at(series.instance_numbers, row)
+            d["sop_instance_uid"] = _at(series.sop_instance_uids, row)
+        else:
+            # An in-memory projection without a series: rows are superior -> inferior, so the
+            # z-ascending index of row i is counted from the last row.
+            d["slice_index"] = projection.n_slices - 1 - row
+        return d
+
+    def _refine(self, projection: Projection, z_mm: list[float]) -> list[float]:
+        """The refiner's z for each coarse estimate in ``z_mm`` (unchanged where its windows do not agree)."""
         assert self.refiner is not None
         rmeta = self.refiner.metadata
         space = rmeta.space
@@ -259,21 +312,23 @@ class L3Locator:
         reach = (h / 2 + max(abs(s) for s in rmeta.refine_shifts_px) + 2) * space.mm_per_px
         z = np.asarray(projection.z_mm)
         reach += float(np.median(np.abs(np.diff(z)))) if z.size > 1 else 0.0  # one slice more each side
-        keep = np.flatnonzero(np.abs(z - z_mm) <= reach)
+        keep = np.flatnonzero((z >= min(z_mm) - reach) & (z <= max(z_mm) + reach))
         if keep.size == 0:
-            return z_mm
+            return list(z_mm)
         rows = slice(int(keep[0]), int(keep[-1]) + 1)
         image, grid = to_model_space(projection.mip_hu[rows], z[rows], projection.col_spacing_mm, space)
         assert rmeta.refine_band is not None
-        out = refine_row(
+        out = refine_rows(
             self.refiner.run,
             normalize(image, space),
-            float(np.asarray(grid.z_to_row(z_mm))),
+            [float(np.asarray(grid.z_to_row(v))) for v in z_mm],
             h,
             rmeta.refine_band,
             np.asarray(rmeta.refine_shifts_px),
         )
-        return z_mm if out is None else float(np.asarray(grid.row_to_z(out[0])))
+        return [
+            v if o is None else float(np.asarray(grid.row_to_z(o[0]))) for v, o in zip(z_mm, out, strict=True)
+        ]
 
     def _write_qa(
         self, projection: Projection, result: L3Result, row_i: int | None, qa_dir: Path
@@ -293,7 +348,7 @@ class L3Locator:
                 axial = read_axial_slice(projection.series, row_i)
             except InputError as exc:
                 warnings.append(f"QA picture without the axial slice: {exc}")
-        out = qa.write_qa(qa_dir, result.path, projection, result.z_mm, axial, level=self.metadata.level)
+        out = qa.write_qa(qa_dir, result.path, projection, result, axial)
         result.timings_ms["qa"] = _ms(t)
         return replace(result, qa_path=str(out), warnings=tuple(warnings))
 
@@ -306,12 +361,12 @@ def locate(path: str | os.PathLike[str], model: str | os.PathLike[str] | None = 
     """One-shot: load the model and locate L3 in one scan.
 
     Keyword arguments go to :meth:`L3Locator.load` (device, threads, stride, mode, inference_precision,
-    refine) or to :meth:`L3Locator.predict` (series_uid, qa_dir).
+    refine, mirror) or to :meth:`L3Locator.predict` (series_uid, qa_dir, level).
     """
-    load_keys = {"device", "threads", "stride", "mode", "inference_precision", "refine"}
+    load_keys = {"device", "threads", "stride", "mode", "inference_precision", "refine", "mirror"}
     load_kw = {k: v for k, v in kw.items() if k in load_keys}
     predict_kw = {k: v for k, v in kw.items() if k not in load_keys}
-    unknown = set(predict_kw) - {"series_uid", "qa_dir"}
+    unknown = set(predict_kw) - {"series_uid", "qa_dir", "level"}
     if unknown:
         raise UsageError(f"unknown argument(s) to locate: {', '.join(sorted(unknown))}")
     return L3Locator.load(model, **load_kw).predict(path, **predict_kw)

@@ -99,7 +99,14 @@ class ModelMetadata:
     presence_threshold: float = 0.5
     """Mean presence probability over the best ramp above which L3 is reported found."""
     level: str = "L3"
-    """Vertebral level the model was trained to find."""
+    """Vertebral level the model reports by default (a refiner: ``any``, it places whichever vertebral body
+    is nearest the centre of its window)."""
+    levels: tuple[str, ...] = ()
+    """Multi-level model: the levels it places, superior first; output channel ``k`` is the row offset of
+    ``levels[k]`` from the window top and channel ``len(levels) + k`` its presence logit. Empty: one level
+    (``level``) at ``offset_index`` / ``presence_index``."""
+    review_below: float = 0.0
+    """A result whose confidence is below this is flagged for review (chosen on validation scans)."""
     precision: str = "fp32"
     """Weights precision of the IR (fp32, fp16, int8)."""
     architecture: str = ""
@@ -120,6 +127,20 @@ class ModelMetadata:
     @property
     def is_refiner(self) -> bool:
         return self.refine_band is not None
+
+    @property
+    def model_levels(self) -> tuple[str, ...]:
+        """The levels the model places (``levels``, or just ``level``)."""
+        return self.levels or (self.level,)
+
+    def channels_of(self, level: str) -> tuple[int, int]:
+        """(offset channel, presence channel) of ``level`` in the model's output."""
+        if not self.levels:
+            if level != self.level:
+                raise KeyError(level)
+            return self.offset_index, self.presence_index
+        k = self.levels.index(level)
+        return k, len(self.levels) + k
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -148,6 +169,7 @@ class ModelMetadata:
             if d.get("refine_band") is not None:
                 d["refine_band"] = tuple(float(v) for v in d["refine_band"])
             d["refine_shifts_px"] = tuple(int(v) for v in d.get("refine_shifts_px") or ())
+            d["levels"] = tuple(str(v) for v in d.get("levels") or ())
             meta = cls(space=space, **d)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(
@@ -173,6 +195,8 @@ class ModelMetadata:
             problems.append("default_stride_px must be > 0")
         if self.output_stride_px is not None and self.output_stride_px <= 0:
             problems.append("output_stride_px must be > 0 or null")
+        if self.levels and (self.level not in self.levels or len(set(self.levels)) != len(self.levels)):
+            problems.append("levels must be distinct and include the default level")
         if self.refine_band is not None:
             band = self.refine_band
             if not (len(band) == 2 and 0 <= band[0] < band[1] <= 1 and self.refine_shifts_px):

@@ -1,4 +1,4 @@
-"""QA picture: the frontal MIP with the predicted level beside the axial slice there.
+"""QA picture: the frontal MIP with every level found and the predicted one, beside the axial slice there.
 
 Pixels only: no patient data is drawn.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from l3edge.result import L3Result
 from l3edge.series import Projection
 
 MIP_WINDOW_HU = (-200.0, 1500.0)
@@ -22,6 +23,8 @@ SOFT_TISSUE_HU = (40.0 - 200.0, 40.0 + 200.0)
 MIN_HEIGHT_PX = 384
 MAX_SIDE_PX = 1024
 LINE_RGB = (255, 40, 40)
+TICK_RGB = (80, 200, 255)
+REVIEW_RGB = (255, 30, 30)
 
 
 def qa_filename(path: str) -> str:
@@ -38,17 +41,18 @@ def _to_gray(values: np.ndarray, lo: float, hi: float) -> Image.Image:
     return Image.fromarray((v * 255.0 + 0.5).astype(np.uint8), mode="L")
 
 
-def render_qa(
-    projection: Projection, z_mm: float | None, axial_hu: np.ndarray | None = None, level: str = "L3"
-) -> Image.Image:
+def render_qa(projection: Projection, result: L3Result, axial_hu: np.ndarray | None = None) -> Image.Image:
     """The QA picture as an RGB image.
+
+    The MIP with a tick beside the spine for every level found (T12 ... S1; the result's level as a line
+    across), "review" in red when the result asks for it, and the axial slice at the level beside it.
 
     Args:
         projection: the scan's frontal MIP (rows superior -> inferior).
-        z_mm: predicted level (None: not found; the MIP is shown alone with a note).
-        axial_hu: the axial slice at that level in HU (None: MIP only).
-        level: the vertebral level's name for the note.
+        result: the result for this scan (its ``z_mm`` None: not found; the MIP is shown with a note).
+        axial_hu: the axial slice at the result's level in HU (None: MIP only).
     """
+    z_mm, level = result.z_mm, result.level
     z = np.asarray(projection.z_mm, dtype=np.float64)
     n_rows, n_cols = projection.mip_hu.shape
     col = float(projection.col_spacing_mm)
@@ -79,12 +83,26 @@ def render_qa(
         canvas.paste(p, (x, note_h))
         x += p.width + gap
     draw = ImageDraw.Draw(canvas)
+
+    def y_of(zz: float) -> float:
+        return note_h + (z_top - zz) / height_mm * mip_h
+
+    for name, lv in result.levels.items():  # ticks at the left edge, names beside them
+        if name == level or lv.get("z_mm") is None:
+            continue
+        y = y_of(float(lv["z_mm"]))
+        draw.line([(0, y), (14, y)], fill=TICK_RGB, width=2)
+        draw.text((17, y - 6), name, fill=TICK_RGB)
     if z_mm is not None:
-        y = note_h + (z_top - z_mm) / height_mm * mip_h
+        y = y_of(z_mm)
         draw.line([(0, y), (mip_w - 1, y)], fill=LINE_RGB, width=max(1, round(scale)))
-        draw.text((4, 3), f"{level} at z = {z_mm:.1f} mm", fill=(255, 255, 255))
+        draw.text((17, y - 14), level, fill=LINE_RGB)
+        note = f"{level} at z = {z_mm:.1f} mm, confidence {result.confidence:.2f}"
     else:
-        draw.text((4, 3), f"{level} not found in this scan", fill=(255, 255, 255))
+        note = f"{level} not found in this scan"
+    draw.text((4, 3), note, fill=(255, 255, 255))
+    if result.review:
+        draw.text((max(4, width - 60), 3), "REVIEW", fill=REVIEW_RGB)
     return canvas
 
 
@@ -92,14 +110,13 @@ def write_qa(
     qa_dir: Path,
     path: str,
     projection: Projection,
-    z_mm: float | None,
+    result: L3Result,
     axial_hu: np.ndarray | None = None,
-    level: str = "L3",
 ) -> Path:
     """Render the QA picture of the scan at ``path`` and save it as a PNG in ``qa_dir``; returns the file."""
     qa_dir.mkdir(parents=True, exist_ok=True)
     out = qa_dir / qa_filename(path)
     tmp = out.with_name(out.name + ".tmp")
-    render_qa(projection, z_mm, axial_hu, level).save(tmp, format="PNG")
+    render_qa(projection, result, axial_hu).save(tmp, format="PNG")
     os.replace(tmp, out)
     return out

@@ -4,8 +4,9 @@ The main model works at 4 mm per pixel with a 320 mm window: enough context to c
 pixels are as tall as a disc. A refiner is a small fully convolutional model trained on a finer model space
 (e.g. 1 mm per pixel, a 96 mm window) to regress the L3 row only when L3 lies near the window's centre (its
 training band). It runs on a few windows shifted around the coarse estimate; each window whose prediction
-falls inside the band gives one estimate of the L3 row, and their median is the refined row. When no window
-agrees, the coarse estimate stands.
+falls inside the band gives one estimate of the row, and their median is the refined row. When no window
+agrees, the coarse estimate stands. A refiner trained on "the vertebral body nearest the window centre"
+(metadata level ``any``) refines every level a multi-level model places, all in one batch.
 """
 
 from __future__ import annotations
@@ -19,29 +20,39 @@ from l3edge.preprocess import cut_windows
 RunFn = Callable[[np.ndarray], np.ndarray]
 
 
-def refine_row(
+def refine_rows(
     run: RunFn,
     channels: np.ndarray,
-    row: float,
+    rows: list[float],
     window_height: int,
     band: tuple[float, float],
     shifts_px: np.ndarray,
-) -> tuple[float, int] | None:
-    """Refined row (in ``channels``' rows) near ``row``, and how many windows agreed; None when none did.
+) -> list[tuple[float, int] | None]:
+    """For each coarse estimate in ``rows``: the refined row and how many windows agreed, or None when none
+    did. All windows of all estimates go through ``run`` as one batch.
 
-    Args: run: the refiner ([B, C, H, W] -> [B, 2, ...], channel 0 the offset from the window top).
-    channels: the normalised fine model-space image [C, rows, W]. row: the coarse estimate, in these rows.
+    Args: run: the refiner ([B, C, H, W] -> [B, P, ...], channel 0 the offset from the window top).
+    channels: the normalised fine model-space image [C, rows, W]. rows: the coarse estimates, in these rows.
     window_height: the refiner's window height. band: offsets the refiner was trained on, in window heights
-    (e.g. (0.25, 0.75)). shifts_px: window centres relative to ``row``.
+    (e.g. (0.25, 0.75)). shifts_px: window centres relative to each estimate.
     """
-    rows = channels.shape[1]
-    if rows < window_height:
-        return None
-    tops = np.round(row - window_height / 2 + np.asarray(shifts_px, dtype=np.float64)).astype(np.int64)
-    tops = np.unique(np.clip(tops, 0, rows - window_height))
-    out = np.asarray(run(cut_windows(channels, tops, window_height)), dtype=np.float32)
+    n_rows = channels.shape[1]
+    if n_rows < window_height or not rows:
+        return [None] * len(rows)
+    shifts = np.asarray(shifts_px, dtype=np.float64)
+    tops = [
+        np.unique(
+            np.clip(np.round(r - window_height / 2 + shifts).astype(np.int64), 0, n_rows - window_height)
+        )
+        for r in rows
+    ]
+    out = np.asarray(run(cut_windows(channels, np.concatenate(tops), window_height)), dtype=np.float32)
     offsets = out.reshape(out.shape[0], out.shape[1], -1)[:, 0, 0].astype(np.float64)
-    ok = (offsets >= band[0] * window_height) & (offsets < band[1] * window_height)
-    if not ok.any():
-        return None
-    return float(np.median(tops[ok] + offsets[ok])), int(ok.sum())
+    result: list[tuple[float, int] | None] = []
+    i = 0
+    for t in tops:
+        o = offsets[i : i + t.size]
+        i += t.size
+        ok = (o >= band[0] * window_height) & (o < band[1] * window_height)
+        result.append((float(np.median(t[ok] + o[ok])), int(ok.sum())) if ok.any() else None)
+    return result

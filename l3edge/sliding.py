@@ -1,9 +1,10 @@
 """Model-agnostic sliding-window inference over a normalised model-space image.
 
-``run`` is any callable mapping a float32 batch [B, C, H, W] to an array whose first two axes are [B, 2] and
-whose remaining axes (if any) hold one prediction per window position (the fully convolutional 'strip' output,
-[B, 2, K, 1]). The OpenVINO runtime and the torch evaluation tools both go through these functions, so serving
-and evaluation cannot drift apart.
+``run`` is any callable mapping a float32 batch [B, C, H, W] to an array whose first two axes are [B, P] (P
+outputs per window: an offset and a presence logit per level the model places) and whose remaining axes (if
+any) hold one prediction per window position (the fully convolutional 'strip' output, [B, P, K, 1]). The
+OpenVINO runtime and the torch evaluation tools both go through these functions, so serving and evaluation
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ RunFn = Callable[[np.ndarray], np.ndarray]
 
 
 def _as_positions(out: np.ndarray) -> np.ndarray:
-    """[B, 2, ...] -> [B, K, 2]."""
+    """[B, P, ...] -> [B, K, P]."""
     out = np.asarray(out, dtype=np.float32)
-    b = out.shape[0]
-    return out.reshape(b, 2, -1).transpose(0, 2, 1)
+    b, p = out.shape[:2]
+    return out.reshape(b, p, -1).transpose(0, 2, 1)
 
 
 def predict_windows(
@@ -30,14 +31,14 @@ def predict_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-window path: cut every window at ``stride`` and run them in batches.
 
-    Returns (tops [N], predictions [N, 2]) with column 0 the offset and column 1 the presence logit.
+    Returns (tops [N], predictions [N, P]) in the model's output channels (e.g. offset, presence logit).
     """
     tops = window_tops(channels.shape[1], window_height, stride)
-    preds = np.zeros((tops.size, 2), dtype=np.float32)
-    for i in range(0, tops.size, batch_size):
-        batch = cut_windows(channels, tops[i : i + batch_size], window_height)
-        preds[i : i + batch.shape[0]] = _as_positions(run(batch))[:, 0, :]
-    return tops, preds
+    parts = [
+        _as_positions(run(cut_windows(channels, tops[i : i + batch_size], window_height)))[:, 0, :]
+        for i in range(0, tops.size, batch_size)
+    ]
+    return tops, (np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.float32))
 
 
 def predict_strip(

@@ -17,7 +17,7 @@ from l3edge.locator import L3Locator, locate
 from l3edge.metadata import ModelMetadata
 from l3edge.postprocess import RampFit
 from l3edge.preprocess import normalize, to_model_space
-from l3edge.refine import refine_row
+from l3edge.refine import refine_rows
 from l3edge.result import L3Result
 from l3edge.sliding import predict_strip, predict_windows
 from tests.tiny_model import (
@@ -65,7 +65,7 @@ def test_absent(locator: L3Locator) -> None:
 
 def test_level_in_the_padding_is_not_found(locator: L3Locator, monkeypatch: pytest.MonkeyPatch) -> None:
     # Row 2 lies in the 16 rows of fill added above the scan: the model saw L3 beyond the scan's top.
-    monkeypatch.setattr("l3edge.locator.fit_ramp", lambda *a: RampFit(True, 2.0, 0.9, 1.0, 0.9, 10))
+    monkeypatch.setattr("l3edge.ladder.fit_ramp", lambda *a: RampFit(True, 2.0, 0.9, 1.0, 0.9, 10))
     r = locator.predict_projection(band_projection())
     assert not r.found and r.z_mm is None and r.slice_index is None
     assert any("outside the scan" in w for w in r.warnings)
@@ -194,17 +194,21 @@ def test_refiner_missing_or_not_a_refiner(tmp_path: Path) -> None:
     assert L3Locator.load(xml, refine=False).refiner is None
 
 
-def test_refine_row_median_of_agreeing_windows() -> None:
+def test_refine_rows_median_of_agreeing_windows_in_one_batch() -> None:
     channels = np.zeros((3, 100, 16), np.float32)
-    offsets = iter([np.array([16.0, 30.0, 17.0])])  # the middle window disagrees (beyond 3/4 of 32 rows)
+    # estimate 50: the middle window disagrees (beyond 3/4 of 32 rows); estimate 20: none agrees
+    offsets = iter([np.array([16.0, 30.0, 17.0, 2.0, 1.0, 0.5])])
+    sizes = []
 
     def run(batch: np.ndarray) -> np.ndarray:
-        return np.stack([next(offsets), np.zeros(3)], axis=1).reshape(3, 2, 1, 1)
+        sizes.append(batch.shape[0])
+        return np.stack([next(offsets), np.zeros(6)], axis=1).reshape(6, 2, 1, 1)
 
-    row, n = refine_row(run, channels, 50.0, 32, (0.25, 0.75), np.array([-4, 0, 4]))
+    a, b = refine_rows(run, channels, [50.0, 20.0], 32, (0.25, 0.75), np.array([-4, 0, 4]))
     # tops 30, 34, 38: estimates 46 and 55 agree, median 50.5
-    assert n == 2 and row == pytest.approx(50.5)
-    assert refine_row(run, np.zeros((3, 10, 16), np.float32), 5.0, 32, (0.25, 0.75), np.array([0])) is None
+    assert sizes == [6] and a is not None and a[1] == 2 and a[0] == pytest.approx(50.5)
+    assert b is None
+    assert refine_rows(run, np.zeros((3, 10, 16), np.float32), [5.0], 32, (0.25, 0.75), np.array([0])) == [None]
 
 
 @pytest.mark.parametrize("col_mm", [0.3, 0.7, 2.0, 6.0])

@@ -109,7 +109,7 @@ def work(tmp_path_factory):
 def test_prune_shrinks_and_reloads_identically(work):
     parent, _ = load_checkpoint(work["ckpt"])
     pruned_live = prune_mod.prune_model(parent, SPACE, 0.5, round_to=4)
-    assert describe(pruned_live) == {"widths": [4, 8, 8, 8], "hidden": 8}
+    assert describe(pruned_live) == {"widths": [4, 8, 8, 8], "hidden": 8, "outputs": 2}
     assert describe(parent)["widths"] == [8, 16, 16, 16]  # the input model is left alone
     reloaded, ckpt = load_checkpoint(work["pruned"])
     assert ckpt["parent_sha256"] == sha256_file(work["ckpt"])

@@ -200,13 +200,36 @@ def test_phantom_cache_is_resumable(phantom_cache: Path, capsys: pytest.CaptureF
 def test_sampler_targets(phantom_cache: Path) -> None:
     space, scans = load_cache(phantom_cache)
     sampler = StripBatches(scans, space, 6, p_positive=1.0, aug=AugmentConfig(enabled=False))
-    x, off, pres, mask = sampler.batch(np.random.default_rng(0))
-    assert x.shape == (6, 3, 80 + 16 * 7, 64) and off.shape == pres.shape == (6, 8)
+    x, off, pres, mask, known = sampler.batch(np.random.default_rng(0))
+    assert x.shape == (6, 3, 80 + 16 * 7, 64) and off.shape == pres.shape == known.shape == (6, 1, 8)
+    assert known.all()  # a phantom's L3 is always known: in view or known absent
     h = space.window_height_px
-    np.testing.assert_array_equal(pres, ((off >= 0) & (off < h)) * mask.any(1, keepdims=True))
-    np.testing.assert_allclose(np.diff(off, axis=1)[mask.any(1)], -16, atol=1e-4)  # one output per 16 rows
+    np.testing.assert_array_equal(pres, ((off >= 0) & (off < h)) * mask.any(2, keepdims=True))
+    np.testing.assert_allclose(np.diff(off, axis=2)[mask.any(2)], -16, atol=1e-4)  # one output per 16 rows
     if any(s.in_view for s in scans):
         assert pres.any()
+
+
+def test_multi_level_targets_follow_the_rib_count(phantom_cache: Path) -> None:
+    from tools.levels import MODEL_LEVELS, level_labels, rib_relative
+
+    # The lowest rib-bearing vertebra is "T12" whatever its number from the top.
+    eleven = {"T10": 1, "T11": 2, "L1": 3, "S1": 4}
+    assert rib_relative(eleven) == {"T11": 1, "T12": 2, "L1": 3, "S1": 4}
+    thirteen = {"T12": 1, "T13": 2, "L1": 3}
+    assert rib_relative(thirteen) == {"T11": 1, "T12": 2, "L1": 3}
+    space, scans = load_cache(phantom_cache)
+    sampler = StripBatches(
+        scans, space, 6, p_positive=1.0, aug=AugmentConfig(enabled=False), levels=MODEL_LEVELS
+    )
+    x, off, pres, mask, known = sampler.batch(np.random.default_rng(1))
+    assert off.shape == (6, len(MODEL_LEVELS), 8) and known.all()
+    h = space.window_height_px
+    assert np.all(pres <= ((off >= 0) & (off < h)))
+    # offsets of consecutive levels differ by their distance: superior levels have smaller rows
+    lab = level_labels(scans[0], MODEL_LEVELS)
+    rows = lab.rows[np.isfinite(lab.rows)]
+    assert np.all(np.diff(rows) > 0) and lab.known.all()
 
 
 def test_train_evaluate_smoke(phantom_cache: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from l3edge.metadata import ModelSpace
+from l3edge.metadata import ModelMetadata, ModelSpace
 from tools.models import L3Net, build_model, describe
 
 FORMAT = 1
@@ -66,6 +66,7 @@ def load_checkpoint(path: str | Path) -> tuple[L3Net, dict]:
         space.channels,
         hidden=ckpt.get("hidden"),
         widths=ckpt.get("widths"),
+        outputs=int(ckpt.get("outputs", 2)),
     )
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
@@ -79,3 +80,20 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def checkpoint_metadata(ckpt: dict[str, Any], threshold: float = 0.5) -> ModelMetadata:
+    """The runtime metadata a checkpoint's model would be exported with (levels, model space, threshold),
+    for running the runtime's post-model step on its torch outputs."""
+    levels = tuple(ckpt.get("levels") or ())
+    level = str(ckpt.get("level") or "L3")
+    if levels and level not in levels:
+        level = levels[0]
+    return ModelMetadata(
+        name=str(ckpt.get("arch", "checkpoint")),
+        version="",
+        space=ckpt["space_obj"] if "space_obj" in ckpt else ModelSpace.from_dict(ckpt["space"]),
+        level=level,
+        levels=levels if len(levels) > 1 else (),
+        presence_threshold=threshold,
+    )

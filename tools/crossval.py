@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from l3edge.errors import UsageError
+from tools.checkpoint import checkpoint_metadata
 from tools.data import load_cache
-from tools.pipeline import evaluate_scans, markdown_table, summarize, table_row, torch_runner
+from tools.pipeline import evaluate_scans, torch_runner
+from tools.summary import markdown_table, summarize, table_row
 from tools.train import train_on
 
 log = logging.getLogger("tools.crossval")
@@ -46,7 +48,8 @@ def cross_validate(
         log.info("fold %d/%d: train %d, test %d", f + 1, folds, len(train_scans), len(test_scans))
         model, metrics = train_on(train_scans, space, arch, out, seed=seed, **train_cfg)
         params = sum(p.numel() for p in model.parameters())
-        rep = evaluate_scans(torch_runner(model), test_scans, space, stride, 16, threshold)
+        ck = {"arch": arch, "space_obj": space, "levels": metrics.get("levels") or [], "level": "L3"}
+        rep = evaluate_scans(torch_runner(model), test_scans, checkpoint_metadata(ck, threshold), stride, 16)
         for r in rep["scans"]:
             r["fold"] = f
         results += rep["scans"]

@@ -24,7 +24,7 @@ from l3edge.errors import L3EdgeError, UsageError
 from l3edge.locator import L3Locator
 from tools.data import TRUTH_NAME, label_from_truth, truth_slices, vertebra_bounds
 from tools.evaluate import report
-from tools.pipeline import markdown_table, summarize, table_row
+from tools.summary import markdown_table, summarize, table_row
 
 
 def scan_folders(roots: list[Path]) -> list[Path]:

@@ -28,7 +28,8 @@ from typing import Any
 
 from l3edge.errors import L3EdgeError, UsageError
 from tools.data import load_cache
-from tools.pipeline import evaluate_scans, load_model, load_refiner, markdown_table, pm, table_row
+from tools.pipeline import evaluate_scans, load_model, load_refiner
+from tools.summary import markdown_table, pm, table_row
 
 log = logging.getLogger("tools.evaluate")
 
@@ -42,8 +43,10 @@ def evaluate(
     threshold: float | None = None,
     refine_cache: str | Path | None = None,
     refiner: str | Path | None = None,
+    level: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint or IR on a cache (all scans, or the ids in ``scans``).
+    """Evaluate a checkpoint or IR on a cache (all scans, or the ids in ``scans``), for ``level`` (default:
+    the model's).
 
     With ``refine_cache`` (the same scans in the refiner's model space), the coarse estimates are refined by
     ``refiner`` (checkpoint or IR), by default the refiner the IR names.
@@ -64,7 +67,7 @@ def evaluate(
         if refiner is None:
             raise UsageError("--refine-cache needs --refiner (or an IR that names its refiner)")
         ref = load_refiner(refiner, refine_cache, scans, device)
-    rep = evaluate_scans(m.run, cached, space, stride, m.output_stride, m.threshold, ref)
+    rep = evaluate_scans(m.run, cached, m.meta, stride, m.output_stride, ref, level)
     rep["model"] = {
         "path": str(model_path),
         "name": m.name,

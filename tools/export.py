@@ -1,6 +1,7 @@
 """Export a checkpoint to an OpenVINO IR carrying the l3edge metadata (the only writer of that metadata).
 
-torch -> ONNX (opset 17, dynamic batch and height: input ``mip`` [N, 3, H, W], output ``l3`` [N, 2, K, 1]) ->
+torch -> ONNX (opset 17, dynamic batch and height: input ``mip`` [N, 3, H, W], output ``l3`` [N, 2 L, K, 1]
+with L the levels the model places) ->
 OpenVINO IR (FP32 weights) with ``ModelMetadata`` as a JSON string in rt_info under ``l3edge_metadata``.
 
     python -m tools.export runs/vgg16.pt --out models/l3edge-vgg16.xml [--name N] [--version V] [--onnx]
@@ -54,10 +55,12 @@ def metadata_from_checkpoint(ckpt: Mapping[str, Any], parent_sha256: str, **over
         raise ValueError(f"unknown metadata fields {sorted(unknown)}; choose from {sorted(_META_FIELDS)}")
     arch = str(ckpt["arch"])
     pruning = ckpt.get("pruning")
+    levels = tuple(str(v) for v in ckpt.get("levels") or ())
     extra: dict[str, Any] = {
         "arch": arch,
         "widths": [int(w) for w in ckpt["widths"]],
         "hidden": int(ckpt["hidden"]),
+        "outputs": int(ckpt.get("outputs", 2)),
         "metrics": dict(ckpt.get("metrics") or {}),
         "exported_with": {"torch": torch.__version__, "openvino": ov.__version__, "onnx_opset": OPSET},
     }
@@ -70,6 +73,7 @@ def metadata_from_checkpoint(ckpt: Mapping[str, Any], parent_sha256: str, **over
         space=ckpt["space_obj"],
         output_stride_px=OUTPUT_STRIDE,
         level=str(ckpt.get("level") or "L3"),
+        levels=levels if len(levels) > 1 else (),
         precision="fp32",
         architecture=architecture_label(arch, pruning),
         trained_on=str(ckpt.get("trained_on") or ""),
@@ -200,7 +204,7 @@ def attach_refiner(meta: ModelMetadata, refiner_xml: str | Path, out_xml: str | 
 
     src, dst_dir = Path(refiner_xml), Path(out_xml).parent
     rmeta = read_metadata(src)
-    if not rmeta.is_refiner or rmeta.level != meta.level:
+    if not rmeta.is_refiner or rmeta.level not in ("any", meta.level):
         raise UsageError(f"{src} is not a {meta.level} refiner (export it with --refine-band)")
     dst_dir.mkdir(parents=True, exist_ok=True)
     for f in (src, src.with_suffix(".bin")):
@@ -219,6 +223,7 @@ def rebuild_torch(meta: ModelMetadata) -> L3Net:
         meta.space.channels,
         hidden=e.get("hidden"),
         widths=e.get("widths"),
+        outputs=int(e.get("outputs", 2)),
     )
 
 
@@ -230,6 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--version", help="model version (default: checkpoint's 'version' or '1')")
     p.add_argument("--stride", type=int, default=4, help="default stride between window tops, model px")
     p.add_argument("--threshold", type=float, default=0.5, help="presence threshold for 'found'")
+    p.add_argument(
+        "--review-below",
+        type=float,
+        default=0.0,
+        help="flag results with a lower confidence for review (choose it on validation scans)",
+    )
     p.add_argument("--trained-on", help="override the training-data description")
     p.add_argument("--onnx", action="store_true", help="also keep the intermediate ONNX file")
     p.add_argument("--refiner", type=Path, help="refiner IR to use after this model (copied next to --out)")
@@ -249,7 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    overrides: dict[str, Any] = {"default_stride_px": a.stride, "presence_threshold": a.threshold}
+    overrides: dict[str, Any] = {
+        "default_stride_px": a.stride,
+        "presence_threshold": a.threshold,
+        "review_below": a.review_below,
+    }
     for key, value in (("name", a.name), ("version", a.version), ("trained_on", a.trained_on)):
         if value is not None:
             overrides[key] = value

@@ -1,9 +1,10 @@
 """The runtime's stages on cached scans, shared by train, evaluate, crossval, quantize, variants and e2e.
 
-Per cached scan: ``normalize`` -> ``predict_strip`` (or ``predict_windows``) -> ``fit_ramp`` -> row -> z
-[-> ``refine_row`` on the same scan in the refiner's cache] -> nearest slice, with the locator's rule that a
-level placed outside the scanned range is reported not found; then the per-scan row compared with the label,
-the summary over scans and the seed's table. Models are torch checkpoints or OpenVINO IRs.
+Per cached scan: ``normalize`` -> ``l3edge.place.place_levels`` (windows as is and mirrored, the ladder of
+levels, refinement on the same scan in the refiner's cache, placement on the slices, confidence, review): the
+locator's own post-model step, so evaluation and serving cannot drift apart. Each scan's row compares the
+answer with the labels, for the requested level and (multi-level models) for every level. Models are torch
+checkpoints or OpenVINO IRs. Summaries: tools/summary.py.
 """
 
 from __future__ import annotations
@@ -12,23 +13,23 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from l3edge.errors import UsageError
-from l3edge.metadata import ModelSpace
-from l3edge.postprocess import fit_ramp, place_on_slices
+from l3edge.metadata import ModelMetadata, ModelSpace
+from l3edge.place import PlacedLevel, place_levels
 from l3edge.preprocess import normalize
-from l3edge.refine import refine_row
-from l3edge.sliding import predict
+from l3edge.refine import refine_rows
 from tools.data import CachedScan, load_cache
+from tools.levels import LevelLabels, level_labels
+from tools.summary import _num, summarize
 
 log = logging.getLogger("tools.pipeline")
 RunFn = Callable[[np.ndarray], np.ndarray]
-MISS_COST_MM = 100.0
 
 
 def resolve_device(name: str, threads: int | None = None) -> Any:
@@ -49,17 +50,23 @@ class LoadedModel:
     """A model ready for evaluation."""
 
     run: RunFn
-    """float32 [B, C, H, W] -> [B, 2, K, 1]."""
-    space: ModelSpace
-    """The model's model space (must match the cache's)."""
+    """float32 [B, C, H, W] -> [B, P, K, 1]."""
+    meta: ModelMetadata
+    """Its metadata (an IR's own; a checkpoint's as export would write it): model space, levels, threshold."""
     output_stride: int | None
     """Strip mode stride (None: per-window only)."""
-    threshold: float
-    """Presence threshold."""
     params: int | None
     """Number of weights (None when unknown)."""
     name: str
     """Short description for tables."""
+
+    @property
+    def space(self) -> ModelSpace:
+        return self.meta.space
+
+    @property
+    def threshold(self) -> float:
+        return self.meta.presence_threshold
 
 
 def torch_runner(model: Any, device: Any = "cpu") -> RunFn:
@@ -99,15 +106,16 @@ def load_model(path: str | Path, device: str = "cpu", threshold: float | None = 
 
         ov_model = OVModel.load(path)
         meta = ov_model.metadata
+        if threshold is not None:
+            meta = replace(meta, presence_threshold=threshold)
         return LoadedModel(
             ov_model.run,
-            meta.space,
+            meta,
             meta.output_stride_px,
-            meta.presence_threshold if threshold is None else threshold,
             _ir_params(path),
             f"{meta.name} ({meta.precision}, OpenVINO)",
         )
-    from tools.checkpoint import load_checkpoint
+    from tools.checkpoint import checkpoint_metadata, load_checkpoint
 
     try:
         model, ckpt = load_checkpoint(path)
@@ -116,14 +124,8 @@ def load_model(path: str | Path, device: str = "cpu", threshold: float | None = 
     dev = resolve_device(device)
     model.to(dev)
     params = sum(p.numel() for p in model.parameters())
-    return LoadedModel(
-        torch_runner(model, dev),
-        ckpt["space_obj"],
-        16,
-        0.5 if threshold is None else threshold,
-        params,
-        f"{ckpt['arch']} (torch)",
-    )
+    meta = checkpoint_metadata(ckpt, 0.5 if threshold is None else threshold)
+    return LoadedModel(torch_runner(model, dev), meta, 16, params, f"{ckpt['arch']} (torch)")
 
 
 @dataclass(frozen=True)
@@ -137,19 +139,19 @@ class Refiner:
     scans: dict[str, CachedScan]
     """The refiner's cache, by scan id."""
 
-    def refine_z(self, scan_id: str, z_mm: float) -> float:
+    def refine_zs(self, scan_id: str, z_mm: list[float]) -> list[float]:
         fine = self.scans.get(scan_id)
         if fine is None:
             raise UsageError(f"scan {scan_id} is not in the refiner's cache; build it for the same scans")
-        out = refine_row(
+        out = refine_rows(
             self.run,
             normalize(fine.image, self.space),
-            float(fine.grid.z_to_row(z_mm)),
+            [float(fine.grid.z_to_row(z)) for z in z_mm],
             self.space.window_height_px,
             self.band,
             np.asarray(self.shifts_px),
         )
-        return z_mm if out is None else float(fine.grid.row_to_z(out[0]))
+        return [z if o is None else float(fine.grid.row_to_z(o[0])) for z, o in zip(z_mm, out, strict=True)]
 
 
 def load_refiner(
@@ -164,10 +166,7 @@ def load_refiner(
     m = load_model(path, device)
     band: tuple[float, float] | None
     if Path(path).suffix.lower() == ".xml":
-        from l3edge.runtime import load_metadata
-
-        meta = load_metadata(path)
-        band, shifts_px = meta.refine_band, meta.refine_shifts_px
+        band, shifts_px = m.meta.refine_band, m.meta.refine_shifts_px
     else:
         from tools.checkpoint import load_checkpoint
 
@@ -181,159 +180,108 @@ def load_refiner(
     return Refiner(m.run, space, band, tuple(shifts_px), {s.id: s for s in scans})
 
 
-def locate_cached(
-    run: RunFn,
-    scan: CachedScan,
-    space: ModelSpace,
-    stride: int,
-    output_stride: int | None,
-    threshold: float,
-    refiner: Refiner | None = None,
-) -> dict[str, Any]:
-    """The runtime pipeline on one cached scan, compared with its label."""
-    t0 = time.perf_counter()
-    channels = normalize(scan.image, space)
-    h = space.window_height_px
-    tops, preds = predict(run, channels, h, stride, output_stride)
-    fit = fit_ramp(tops, preds[:, 0], preds[:, 1], h, threshold)
-    z_sl = scan.z_slices
-    z_fit = float(scan.grid.row_to_z(fit.row))
-    if fit.found and refiner is not None:
-        z_fit = refiner.refine_z(scan.id, z_fit)
-    place = place_on_slices(fit, z_fit, z_sl, space.mm_per_px / 2)
-    found, z_pred, pred_slice = place.found, place.z_mm, place.row
-    ms = (time.perf_counter() - t0) * 1000
-    truth_slice = scan.truth_slice()
+def _score(scan: CachedScan, labels: LevelLabels, k: int, p: PlacedLevel) -> dict[str, Any]:
+    """One level's answer against its label: found, errors, inside the body."""
+    z_label, in_view = float(labels.rows[k]), bool(labels.in_view[k] and labels.known[k])
+    z_label = float(scan.grid.row_to_z(z_label)) if math.isfinite(z_label) else math.nan
+    truth_slice = int(np.argmin(np.abs(scan.z_slices - z_label))) if in_view else None
     r: dict[str, Any] = {
-        "id": scan.id,
-        "in_view": scan.in_view,
-        "found": found,
-        "label_z_mm": _num(scan.label_z_mm),
-        "pred_z_mm": None if pred_slice is None else round(float(z_pred), 3),
-        "pred_slice": pred_slice,
+        "in_view": in_view,
+        "found": p.found,
+        "label_z_mm": _num(z_label),
+        "pred_z_mm": None if p.z_mm is None else round(p.z_mm, 3),
+        "pred_slice": p.row,
         "truth_slice": truth_slice,
         "error_slices": None,
         "error_mm": None,
         "in_body": None,
-        "confidence": round(fit.confidence, 4),
-        "presence": round(fit.presence, 4),
-        "ramp_r": round(fit.ramp_r, 4),
-        "ms": round(ms, 2),
-        "region": scan.meta.get("region"),
-        "variants": scan.meta.get("variants") or [],
     }
-    if scan.in_view and pred_slice is not None and truth_slice is not None:
-        r["error_slices"] = abs(pred_slice - truth_slice)
-        r["error_mm"] = round(abs(float(z_pred) - scan.label_z_mm), 3)
-    v = scan.meta.get("vertebrae", {}).get(scan.meta.get("level", "L3"))
-    if scan.in_view and v and v.get("z_top_mm") is not None and v.get("z_bottom_mm") is not None:
-        lo, hi = sorted((v["z_top_mm"], v["z_bottom_mm"]))
-        r["in_body"] = bool(pred_slice is not None and lo <= float(z_pred) <= hi)
-    r["outcome"] = (
-        "hit"
-        if scan.in_view and found
-        else "missed"
-        if scan.in_view
-        else "false_found"
-        if found
-        else "true_absent"
-    )
+    if in_view and p.row is not None and p.z_mm is not None and truth_slice is not None:
+        r["error_slices"] = abs(p.row - truth_slice)
+        r["error_mm"] = round(abs(p.z_mm - z_label), 3)
+    top, bottom = labels.body_z[k]
+    if in_view and math.isfinite(top) and math.isfinite(bottom):
+        lo, hi = sorted((top, bottom))
+        r["in_body"] = bool(p.z_mm is not None and lo <= p.z_mm <= hi)
     return r
 
 
-def _num(x: float) -> float | None:
-    return None if not math.isfinite(x) else float(x)
+def _sacrum_count_body(scan: CachedScan, level: str) -> tuple[float, float] | None:
+    """Body extent of the vertebra that is ``level`` counted up from S1 (truth names), e.g. L3 = 3 above."""
+    if not (level.startswith("L") and level[1:].isdigit()):
+        return None
+    verts = sorted(
+        ((n, v) for n, v in (scan.meta.get("vertebrae") or {}).items() if v.get("z_mm") is not None),
+        key=lambda nv: -float(nv[1]["z_mm"]),
+    )
+    names = [n for n, _ in verts]
+    if "S1" not in names:
+        return None
+    i = names.index("S1") - (6 - int(level[1:]))
+    if i < 0:
+        return None
+    v = verts[i][1]
+    if v.get("z_top_mm") is None or v.get("z_bottom_mm") is None:
+        return None
+    lo, hi = sorted((float(v["z_top_mm"]), float(v["z_bottom_mm"])))
+    return lo, hi
 
 
-def _stats(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"mean": None, "sd": None, "median": None, "max": None, "n": 0}
-    a = np.asarray(values, dtype=np.float64)
-    return {
-        "mean": round(float(a.mean()), 3),
-        "sd": round(float(a.std()), 3),
-        "median": round(float(np.median(a)), 3),
-        "max": round(float(a.max()), 3),
-        "n": int(a.size),
-    }
-
-
-def summarize(results: list[dict[str, Any]], breakdown: bool = True) -> dict[str, Any]:
-    """Totals over per-scan results (see the module docstring for what counts where)."""
-    hits = [r for r in results if r["error_slices"] is not None]
-    in_body = [r["in_body"] for r in results if r["in_body"] is not None]
-    cost = [
-        min(r["error_mm"], MISS_COST_MM)
-        if r["outcome"] == "hit" and r["error_mm"] is not None
-        else 0.0
-        if r["outcome"] == "true_absent"
-        else MISS_COST_MM
-        for r in results
-    ]
-    s: dict[str, Any] = {
-        "n_scans": len(results),
-        "n_in_view": sum(r["in_view"] for r in results),
-        "error_slices": _stats([r["error_slices"] for r in hits]),
-        "error_mm": _stats([r["error_mm"] for r in hits]),
-        "in_body_share": round(float(np.mean(in_body)), 4) if in_body else None,
-        "n_in_body_checked": len(in_body),
-        "wrongly_found": sum(r["outcome"] == "false_found" for r in results),
-        "wrongly_not_found": sum(r["outcome"] == "missed" for r in results),
-        "ms_per_scan": round(float(np.mean([r["ms"] for r in results])), 2) if results else None,
-        "cost_mm": round(float(np.mean(cost)), 3) if cost else math.inf,
-    }
-    if breakdown:
-        regions = sorted({str(r["region"]) for r in results if r.get("region") is not None})
-        if regions:
-            s["by_region"] = {
-                g: summarize([r for r in results if str(r.get("region")) == g], False) for g in regions
-            }
-        if any("variants" in r for r in results):
-            # A scan counts under each of its variants (``none`` when it has none).
-            def labels(r: dict[str, Any]) -> list[str]:
-                return list(r.get("variants") or []) or ["none"]
-
-            variants = sorted({v for r in results for v in labels(r)})
-            s["by_variant"] = {v: summarize([r for r in results if v in labels(r)], False) for v in variants}
-    return s
+def locate_cached(
+    run: RunFn,
+    scan: CachedScan,
+    meta: ModelMetadata,
+    stride: int,
+    output_stride: int | None,
+    refiner: Refiner | None = None,
+    level: str | None = None,
+    mirror: bool = True,
+) -> dict[str, Any]:
+    """The runtime's post-model step on one cached scan, compared with its labels."""
+    t0 = time.perf_counter()
+    level = level or meta.level
+    channels = normalize(scan.image, meta.space)
+    refine = None if refiner is None else (lambda zs: refiner.refine_zs(scan.id, zs))
+    placed = place_levels(
+        run, channels, scan.grid, meta, stride, output_stride, scan.z_slices, refine, mirror
+    )
+    ms = (time.perf_counter() - t0) * 1000
+    levels = meta.model_levels
+    labels = level_labels(scan, levels)
+    p = placed.levels[level]
+    r: dict[str, Any] = {"id": scan.id, "level": level, **_score(scan, labels, levels.index(level), p)}
+    r.update(
+        confidence=round(p.confidence, 4),
+        presence=round(p.presence, 4),
+        ramp_r=round(p.ramp_r, 4),
+        review=placed.review(level, meta.review_below),
+        counts_agree=placed.counts_agree,
+        ms=round(ms, 2),
+        region=scan.meta.get("region"),
+        variants=scan.meta.get("variants") or [],
+    )
+    found, in_view = r["found"], r["in_view"]
+    r["outcome"] = (
+        "hit" if in_view and found else "missed" if in_view else "false_found" if found else "true_absent"
+    )
+    alt = _sacrum_count_body(scan, level) if in_view and r["in_body"] is not None else None
+    if alt is not None and p.z_mm is not None:
+        r["in_body_either"] = bool(r["in_body"] or alt[0] <= p.z_mm <= alt[1])
+    if len(levels) > 1:
+        r["levels"] = {m: _score(scan, labels, k, placed.levels[m]) for k, m in enumerate(levels)}
+    return r
 
 
 def evaluate_scans(
     run: RunFn,
     scans: list[CachedScan],
-    space: ModelSpace,
+    meta: ModelMetadata,
     stride: int = 4,
     output_stride: int | None = 16,
-    threshold: float = 0.5,
     refiner: Refiner | None = None,
+    level: str | None = None,
+    mirror: bool = True,
 ) -> dict[str, Any]:
     """{'scans': per-scan results, 'summary': totals} for ``scans``."""
-    results = [locate_cached(run, s, space, stride, output_stride, threshold, refiner) for s in scans]
+    results = [locate_cached(run, s, meta, stride, output_stride, refiner, level, mirror) for s in scans]
     return {"scans": results, "summary": summarize(results)}
-
-
-def pm(st: dict[str, Any]) -> str:
-    return "-" if st["mean"] is None else f"{st['mean']:.2f} ± {st['sd']:.2f}"
-
-
-def _params(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} K"
-
-
-def table_row(method: str, s: dict[str, Any], params: int | None) -> list[str]:
-    return [
-        method,
-        pm(s["error_slices"]),
-        pm(s["error_mm"]),
-        _params(params),
-        f"{s['ms_per_scan'] / 1000:.3f} s" if s["ms_per_scan"] is not None else "-",
-    ]
-
-
-def markdown_table(rows: list[list[str]]) -> str:
-    """The seed's table: method | error slices | error mm | params | time per scan."""
-    head = ["method", "error (slices)", "error (mm)", "params", "time per scan"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])

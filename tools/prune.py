@@ -66,7 +66,7 @@ def prune_model(model: L3Net, space: ModelSpace, ratio: float, round_to: int = 8
         importance=tp.importance.GroupMagnitudeImportance(p=2),
         pruning_ratio=ratio,
         pruning_ratio_dict=per_layer,
-        ignored_layers=[pruned.head[-1]],  # the 2-channel output (offset, presence logit) must stay
+        ignored_layers=[pruned.head[-1]],  # the output (offsets, presence logits per level) must stay
         round_to=round_to,
     )
     pruner.step()
@@ -122,7 +122,18 @@ def prune_checkpoint(
             raise ValueError("--finetune-steps needs --cache")
         from tools.train import fine_tune  # training helper's module; imported only when fine-tuning
 
-        pruned = fine_tune(pruned, space, Path(cache_dir), finetune_steps, lr, seed, device)
+        levels = ",".join(ckpt.get("levels") or [ckpt.get("level", "L3")])
+        pruned = fine_tune(
+            pruned,
+            space,
+            Path(cache_dir),
+            finetune_steps,
+            lr,
+            seed,
+            device,
+            ckpt.get("level", "L3"),
+            levels=levels,
+        )
         pruned = pruned.cpu().eval()
     pruning: dict[str, Any] = {
         "ratio": ratio,
@@ -146,6 +157,7 @@ def prune_checkpoint(
         arch,
         space,
         level=ckpt.get("level", "L3"),
+        levels=list(ckpt.get("levels") or []),
         trained_on=ckpt.get("trained_on", ""),
         config=ckpt.get("config", {}),
         metrics={},

@@ -32,7 +32,8 @@ from l3edge.sliding import RunFn
 from tools.checkpoint import sha256_file
 from tools.data import CachedScan, load_cache
 from tools.export import attach_refiner, read_metadata, write_ir
-from tools.pipeline import locate_cached, summarize
+from tools.pipeline import locate_cached
+from tools.summary import summarize
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def scan_costs_mm(run: RunFn, scans: Iterable[CachedScan], meta: ModelMetadata) 
     m = meta
     costs = []
     for s in scans:
-        r = locate_cached(run, s, m.space, m.default_stride_px, m.output_stride_px, m.presence_threshold)
+        r = locate_cached(run, s, m, m.default_stride_px, m.output_stride_px)
         costs.append(float(summarize([r], breakdown=False)["cost_mm"]))
     return costs
 

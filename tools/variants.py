@@ -79,8 +79,7 @@ def bench_strip_ms(model: OVModel, rows: int = STRIP_ROWS, repeats: int = 5) -> 
 def accuracy(model: OVModel, scans: Sequence[CachedScan], refiner: Refiner | None = None) -> dict[str, Any]:
     """Full-pipeline accuracy (tools.evaluate summary) at the model's stride and threshold."""
     m = model.metadata
-    stride, out_stride, threshold = m.default_stride_px, m.output_stride_px, m.presence_threshold
-    rep = evaluate_scans(model.run, list(scans), m.space, stride, out_stride, threshold, refiner)
+    rep = evaluate_scans(model.run, list(scans), m, m.default_stride_px, m.output_stride_px, refiner)
     s = rep["summary"]
     return {
         "scans": s["n_scans"],

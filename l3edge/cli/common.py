@@ -55,13 +55,15 @@ def fail(where: object, exc: L3EdgeError) -> typer.Exit:
 def human(r: Any) -> str:
     """The human line of one result."""
     ms = r.timings_ms.get("total", 0.0)
+    level = getattr(r, "level", "L3")
     if r.found:
         inst = f" (instance {r.instance_number})" if r.instance_number is not None else ""
+        review = ", review" if getattr(r, "review", False) else ""
         return (
-            f"{r.path}: L3 at z = {r.z_mm:.1f} mm, slice index {r.slice_index}{inst} of {r.n_slices}, "
-            f"confidence {r.confidence:.2f}, {ms:.0f} ms"
+            f"{r.path}: {level} at z = {r.z_mm:.1f} mm, slice index {r.slice_index}{inst} of {r.n_slices}, "
+            f"confidence {r.confidence:.2f}{review}, {ms:.0f} ms"
         )
-    return f"{r.path}: L3 not found in {r.n_slices} slices (presence {r.presence:.2f}), {ms:.0f} ms"
+    return f"{r.path}: {level} not found in {r.n_slices} slices (presence {r.presence:.2f}), {ms:.0f} ms"
 
 
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO) to stderr.")]

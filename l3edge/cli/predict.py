@@ -87,6 +87,12 @@ def predict(
     refine: Annotated[
         bool, typer.Option(help="Use the model's refiner, when it has one, to place L3 more finely.")
     ] = True,
+    level: Annotated[
+        str | None,
+        typer.Option(
+            help="Vertebral level the result describes (default: the model's, L3), e.g. T12, L1, S1."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -131,6 +137,10 @@ def predict(
         raise fail(where, exc) from None
     except UsageError as exc:
         raise fail("arguments", exc) from None
+    try:
+        level = locator.check_level(level)
+    except UsageError as exc:
+        raise fail("--level", exc) from None
     if writer is not None:
         try:
             writer.open()
@@ -151,19 +161,19 @@ def predict(
                     projection, prefetched = prefetched, None
                     if isinstance(projection, BaseException):
                         raise projection
-                    result = locator.predict_projection(projection, qa_dir=qa, path=str(path))
+                    result = locator.predict_projection(projection, qa_dir=qa, path=str(path), level=level)
                 else:
-                    result = locator.predict(path, series_uid=series, qa_dir=qa)
+                    result = locator.predict(path, series_uid=series, qa_dir=qa, level=level)
             except L3EdgeError as exc:
                 error(path, exc)
-                result = L3Result.failure(str(path), " ".join(str(exc).split()), model_info)
+                result = L3Result.failure(str(path), " ".join(str(exc).split()), model_info, level)
                 code = max(code, exc.exit_code)
             except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a batch
                 message = f"{type(exc).__name__}: {exc}"
                 error(path, message)
                 if verbose:
                     traceback.print_exc(file=sys.stderr)
-                result = L3Result.failure(str(path), " ".join(message.split()), model_info)
+                result = L3Result.failure(str(path), " ".join(message.split()), model_info, level)
                 code = max(code, EXIT_INPUT)
             if as_json:
                 typer.echo(json_line(result))

@@ -121,7 +121,8 @@ class PhantomConfig:
     fracture_severity: float = 0.0
     """Height lost by the fractured body (0.2 mild .. 0.6 severe)."""
     osteophytes: float = 0.0
-    """Degenerative spurs at the lumbar and lower thoracic endplates (0 none .. 1 severe; > 0.7 bridges discs)."""
+    """Degenerative spurs at the lumbar and lower thoracic endplates (0 none .. 1 severe; > 0.7 bridges
+    discs)."""
     hardware_start: str = ""
     """First instrumented level when spinal_hardware (any of T9..L5; empty: the config's lumbar default)."""
     cement_levels: tuple[str, ...] = ()

@@ -208,7 +208,7 @@ class Tube:
 
     def xy_bounds(self, z: float) -> Bounds:
         cx, cy, rx, ry = (float(v) for v in self._at(z))
-        hx, hy = (float(v) for v in self._half(np.float64(rx), np.float64(ry)))
+        hx, hy = (float(v) for v in self._half(np.asarray(rx), np.asarray(ry)))
         return cx - hx, cx + hx, cy - hy, cy + hy
 
     def xz_bounds(self) -> Bounds:

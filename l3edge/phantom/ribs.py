@@ -1,6 +1,6 @@
 """The rib cage and shoulder girdle: ribs as thin, dense, curved tubes that descend from their vertebra
-around the chest wall, the lowest two pairs floating and of varied length (the last pair is a stub or absent in
-some people), costal cartilages, sternum, clavicles and scapulae.
+around the chest wall, the lowest two pairs floating and of varied length (the last pair is a stub or absent
+in some people), costal cartilages, sternum, clavicles and scapulae.
 
 A rib is followed along the inside of the body wall (``BodyShape.cavity``) from its head beside the vertebral
 body, past the costal angle, round the side and (upper ribs) to the front; its z falls steadily with the arc,

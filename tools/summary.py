@@ -1,0 +1,144 @@
+"""Summaries of per-scan evaluation rows (tools.pipeline.locate_cached): errors, per level, per scan range and
+variant, the confidence's AUROC, the review flag, and the seed's table.
+
+What counts where: errors (slices and mm) over scans with the level in view that are reported found; "inside
+the vertebral body" only where the labels give the body's extent (phantoms; not CSV or MIP-collection labels);
+wrongly found / wrongly not found separately. ``cost_mm`` (used for early stopping) is the mean per scan of
+|error| capped at 100 mm, 100 for a wrong found / not found, 0 for a right miss.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+MISS_COST_MM = 100.0
+
+
+def _num(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "sd": None, "median": None, "max": None, "n": 0}
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": round(float(a.mean()), 3),
+        "sd": round(float(a.std()), 3),
+        "median": round(float(np.median(a)), 3),
+        "max": round(float(a.max()), 3),
+        "n": int(a.size),
+    }
+
+
+def auroc(scores: list[float], labels: list[bool]) -> float | None:
+    """Area under the ROC curve of ``scores`` for ``labels`` (ties count half); None without both classes."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    pos, neg = s[y], s[~y]
+    if pos.size == 0 or neg.size == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return round(float(greater / (pos.size * neg.size)), 4)
+
+
+def _levels_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    names: list[str] = []
+    for r in results:
+        names += [m for m in r.get("levels", {}) if m not in names]
+    out = {}
+    for m in names:
+        rows = [r["levels"][m] for r in results if m in r.get("levels", {})]
+        in_view = [x for x in rows if x["in_view"]]
+        errs = [x["error_mm"] for x in in_view if x["error_mm"] is not None]
+        body = [x["in_body"] for x in in_view if x["in_body"] is not None]
+        out[m] = {
+            "n_in_view": len(in_view),
+            "found": sum(x["found"] for x in in_view),
+            "error_mm": _stats(errs),
+            "in_body_share": round(float(np.mean(body)), 4) if body else None,
+            "wrongly_found": sum(x["found"] and not x["in_view"] for x in rows),
+        }
+    return out
+
+
+def summarize(results: list[dict[str, Any]], breakdown: bool = True) -> dict[str, Any]:
+    """Totals over per-scan results (see the module docstring for what counts where)."""
+    hits = [r for r in results if r["error_slices"] is not None]
+    in_body = [r["in_body"] for r in results if r["in_body"] is not None]
+    cost = [
+        min(r["error_mm"], MISS_COST_MM)
+        if r["outcome"] == "hit" and r["error_mm"] is not None
+        else 0.0
+        if r["outcome"] == "true_absent"
+        else MISS_COST_MM
+        for r in results
+    ]
+    checked = [r for r in results if r["outcome"] == "hit" and r["in_body"] is not None]
+    not_review = [r for r in checked if not r.get("review")]
+    s: dict[str, Any] = {
+        "n_scans": len(results),
+        "n_in_view": sum(r["in_view"] for r in results),
+        "error_slices": _stats([r["error_slices"] for r in hits]),
+        "error_mm": _stats([r["error_mm"] for r in hits]),
+        "in_body_share": round(float(np.mean(in_body)), 4) if in_body else None,
+        "n_in_body_checked": len(in_body),
+        "wrongly_found": sum(r["outcome"] == "false_found" for r in results),
+        "wrongly_not_found": sum(r["outcome"] == "missed" for r in results),
+        "ms_per_scan": round(float(np.mean([r["ms"] for r in results])), 2) if results else None,
+        "cost_mm": round(float(np.mean(cost)), 3) if cost else math.inf,
+        "confidence_auroc": auroc([r["confidence"] for r in checked], [bool(r["in_body"]) for r in checked]),
+        "review": {
+            "flagged": sum(bool(r.get("review")) for r in results),
+            "not_flagged_found": len(not_review),
+            "not_flagged_in_body": sum(bool(r["in_body"]) for r in not_review),
+        },
+    }
+    either = [r["in_body_either"] for r in results if r.get("in_body_either") is not None]
+    if either:
+        s["in_body_either_count_share"] = round(float(np.mean(either)), 4)
+    if any(r.get("levels") for r in results):
+        s["levels"] = _levels_summary(results)
+    if breakdown:
+        regions = sorted({str(r["region"]) for r in results if r.get("region") is not None})
+        if regions:
+            s["by_region"] = {
+                g: summarize([r for r in results if str(r.get("region")) == g], False) for g in regions
+            }
+        if any("variants" in r for r in results):
+            # A scan counts under each of its variants (``none`` when it has none).
+            def labels(r: dict[str, Any]) -> list[str]:
+                return list(r.get("variants") or []) or ["none"]
+
+            variants = sorted({v for r in results for v in labels(r)})
+            s["by_variant"] = {v: summarize([r for r in results if v in labels(r)], False) for v in variants}
+    return s
+
+
+def pm(st: dict[str, Any]) -> str:
+    return "-" if st["mean"] is None else f"{st['mean']:.2f} ± {st['sd']:.2f}"
+
+
+def _params(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} K"
+
+
+def table_row(method: str, s: dict[str, Any], params: int | None) -> list[str]:
+    return [
+        method,
+        pm(s["error_slices"]),
+        pm(s["error_mm"]),
+        _params(params),
+        f"{s['ms_per_scan'] / 1000:.3f} s" if s["ms_per_scan"] is not None else "-",
+    ]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """The seed's table: method | error slices | error mm | params | time per scan."""
+    head = ["method", "error (slices)", "error (mm)", "params", "time per scan"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
