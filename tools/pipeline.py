@@ -69,12 +69,14 @@ class LoadedModel:
         return self.meta.presence_threshold
 
 
-def torch_runner(model: Any, device: Any = "cpu") -> RunFn:
-    """Wrap a torch L3Net (eval mode) as a numpy ``run`` function."""
+def torch_runner(model: Any, device: Any = "cpu", bf16: bool = False) -> RunFn:
+    """Wrap a torch L3Net (eval mode) as a numpy ``run`` function (``bf16``: under bfloat16 autocast)."""
     import torch
 
+    dev_type = torch.device(device).type
+
     def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bf16):
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
             return model(x).float().cpu().numpy()
 
