@@ -50,8 +50,8 @@ def _ribs(
         cx, cy, rx, ry = body.cavity(z_head - 0.4 * drop)
         a = rx * (0.6 if i == 1 else 0.8 if i == 2 else 0.9 if i == 3 else 0.97 if i == 4 else 1.0)
         b = ry * (0.75 if i <= 2 else 1.0)
-        r = (4.5 if i == 1 else 3.6) * s * cfg.rib_radius_scale
-        hu = cortex * float(rng.uniform(0.85, 1.05))
+        r = (4.5 if i == 1 else 4.0) * s * cfg.rib_radius_scale
+        hu = cortex * float(rng.uniform(0.95, 1.15))
         for sg in (-1.0, 1.0):
             head = (lv.x + sg * (lv.half_width + 3 * s), lv.y + 4 * s, z_head)
             phi0 = float(np.arccos(np.clip(32 * s / a, 0, 1)))  # the tubercle, close to the back

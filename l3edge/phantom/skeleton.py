@@ -39,7 +39,7 @@ def _vertebra(
         out.append(Tube(((nxt.z_top, xm, ym, w + 1.5, d + 1.5), (zb, xm, ym, w + 1.5, d + 1.5)), 80.0))
     # Shell (AP walls dimmer than the endplates and lateral margins, as in real MIPs), cancellous core.
     waist = float(rng.uniform(0.88, 0.96))
-    shell = cortex * float(rng.uniform(0.55, 0.7))
+    shell = cortex * float(rng.uniform(0.65, 0.8))
     out.append(Tube(((zb, x, y, w, d), (zc, x, y, waist * w, 0.95 * d), (zt, x, y, w, d)), shell))
     e = min(1.6, 0.12 * h)
     out.append(
@@ -57,7 +57,7 @@ def _vertebra(
     for sg in (-1.0, 1.0):
         out.append(Capsule((x + sg * (w - 1.2), y, zb + 2), (x + sg * (waist * w - 1.2), y, zc), 1.2, cortex))
         out.append(Capsule((x + sg * (waist * w - 1.2), y, zc), (x + sg * (w - 1.2), y, zt - 2), 1.2, cortex))
-    post = cortex * float(rng.uniform(0.75, 0.9))
+    post = cortex * float(rng.uniform(0.6, 0.8))
     yb = y + d  # posterior wall of the body
     lumbar, cerv = lv.kind == "L", lv.kind == "C"
     rp = (5.5 if lumbar else 3.0 if cerv else 4.2) * s
@@ -75,7 +75,7 @@ def _vertebra(
             Capsule((xa, yb + 13 * s, zt + 2 * s), (xa, yb + 13 * s, zb - 1 * s), 3.8 * s, post)
         )  # facets
         if lumbar:
-            r = (7.0 if last else 4.2) * s
+            r = (6.0 if last else 3.2) * s
             tip = (xp + sg * tp_len, yb + 9 * s, zp + tp_rise)
             out.append(Capsule((xp, yb + 7 * s, zp - 2), tip, r, post))
         elif lv.kind == "T":

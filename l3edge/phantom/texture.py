@@ -31,7 +31,7 @@ def _tile(seed: int) -> np.ndarray:
     k2 = (2 * np.pi**2) * (fx * fx + fy * fy)  # periodic Gaussian filters (sd in px) in the Fourier domain
     fine = np.fft.irfft2(spec * np.exp(-k2 * 1.1**2), s=(_TILE_PX, _TILE_PX))
     coarse = np.fft.irfft2(spec * np.exp(-k2 * 6.0**2), s=(_TILE_PX, _TILE_PX))
-    t = (0.15 * fine / fine.std() + 0.06 * coarse / coarse.std()).astype(np.float32)
+    t = (0.11 * fine / fine.std() + 0.035 * coarse / coarse.std()).astype(np.float32)
     t.setflags(write=False)
     return t
 
