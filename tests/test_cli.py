@@ -57,6 +57,7 @@ def test_help(runner: CliRunner) -> None:
         ["predict", "x", "--resume"],
         ["predict", "x", "--out", "results.txt"],
         ["predict", "x", "--nonsense"],
+        ["predict", "x", "--level", "T12"],  # the tiny model places L3 only
     ],
 )
 def test_usage_errors_exit_2(runner: CliRunner, tiny_model: Path, args: list[str], tmp_path: Path) -> None:
@@ -274,3 +275,19 @@ def test_refiner_and_no_refine(runner: CliRunner, dicom_series: Factory, tmp_pat
     (tmp_path / "ref.bin").unlink()
     r = runner.invoke(app, base)
     assert r.exit_code == 4 and "ref.bin" in r.stderr
+
+
+def test_predict_level_and_levels(runner: CliRunner, dicom_series: Factory, tmp_path: Path) -> None:
+    from tests.tiny_model import save_tiny_multilevel_model
+
+    xml = save_tiny_multilevel_model(tmp_path / "levels.xml")
+    scan = dicom_series("scan", n_slices=60)
+    r = runner.invoke(app, ["predict", str(scan), "--model", str(xml), "--json", "--level", "L4"])
+    assert r.exit_code == 0, r.output
+    (d,) = _json_lines(r)
+    assert d["level"] == "L4" and d["found"] and set(d["levels"]) == {"L2", "L3", "L4"}
+    assert d["z_mm"] == d["levels"]["L4"]["z_mm"] and isinstance(d["review"], bool)
+    r = runner.invoke(app, ["predict", str(scan), "--model", str(xml), "--level", "L2"])
+    assert r.exit_code == 0 and "L2 at z =" in r.stdout
+    r = runner.invoke(app, ["predict", str(scan), "--model", str(xml), "--level", "S1"])
+    assert r.exit_code == 2 and "places L2, L3, L4" in r.stderr and "Traceback" not in r.output

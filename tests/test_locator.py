@@ -208,7 +208,9 @@ def test_refine_rows_median_of_agreeing_windows_in_one_batch() -> None:
     # tops 30, 34, 38: estimates 46 and 55 agree, median 50.5
     assert sizes == [6] and a is not None and a[1] == 2 and a[0] == pytest.approx(50.5)
     assert b is None
-    assert refine_rows(run, np.zeros((3, 10, 16), np.float32), [5.0], 32, (0.25, 0.75), np.array([0])) == [None]
+    assert refine_rows(run, np.zeros((3, 10, 16), np.float32), [5.0], 32, (0.25, 0.75), np.array([0])) == [
+        None
+    ]
 
 
 @pytest.mark.parametrize("col_mm", [0.3, 0.7, 2.0, 6.0])
@@ -226,3 +228,47 @@ def test_model_space_resamples_only_the_columns_it_needs(col_mm: float) -> None:
     src_x = (np.arange(200) - 99.5) * col_mm
     ref = box_resample(rows, src_x, (np.arange(w) - (w - 1) / 2) * p, p, TINY_SPACE.fill_hu, axis=1)
     np.testing.assert_allclose(got, ref, atol=1e-3)
+
+
+def test_multilevel_model_reports_every_level_and_any_one(tmp_path: Path) -> None:
+    from tests.tiny_model import MULTI_SHIFTS, save_tiny_multilevel_model
+
+    xml = save_tiny_multilevel_model(tmp_path / "levels.xml")
+    loc = L3Locator.load(xml, inference_precision="f32")
+    proj = band_projection((20, 21), n_slices=60)
+    band_z = float(proj.z_mm[[20, 21]].mean())
+    r = loc.predict_projection(proj)
+    assert r.level == "L3" and r.found and abs(r.z_mm - band_z) < 3.0
+    assert set(r.levels) == {"L2", "L3", "L4"}
+    assert r.levels["L3"]["z_mm"] == r.z_mm and r.levels["L3"]["slice_index"] == r.slice_index
+    # L2 lies 8.8 rows of 4 mm above the band, L4 9.2 rows below it
+    assert abs(r.levels["L2"]["z_mm"] - (band_z + 4.0 * -MULTI_SHIFTS[0])) < 3.0
+    assert abs(r.levels["L4"]["z_mm"] - (band_z - 4.0 * MULTI_SHIFTS[2])) < 3.0
+    assert r.levels["L2"]["z_mm"] > r.z_mm > r.levels["L4"]["z_mm"]
+    l4 = loc.predict_projection(proj, level="l4")
+    assert l4.level == "L4" and l4.z_mm == r.levels["L4"]["z_mm"] and l4.levels == r.levels
+    with pytest.raises(UsageError, match="places L2, L3, L4"):
+        loc.predict_projection(proj, level="T12")
+    assert "review" in r.to_dict() and isinstance(r.review, bool)
+
+
+def test_qa_picture_marks_the_levels_and_review(tmp_path: Path) -> None:
+    from l3edge.qa import render_qa
+
+    proj = band_projection((20, 21), n_slices=60)
+    base = L3Result.failure("scan", "x")
+    res = replace(
+        base,
+        error=None,
+        found=True,
+        z_mm=float(proj.z_mm[20]),
+        confidence=0.9,
+        levels={"L2": {"z_mm": float(proj.z_mm[10])}, "L3": {"z_mm": float(proj.z_mm[20])}},
+    )
+    plain = np.asarray(render_qa(proj, res).convert("RGB"))
+    flagged = np.asarray(render_qa(proj, replace(res, review=True)).convert("RGB"))
+    # the L2 tick is drawn in the tick colour at its row; "REVIEW" adds red pixels to the note line
+    assert (np.abs(plain.astype(int) - (80, 200, 255)).sum(-1) < 60).any()
+    red = lambda a: ((a[..., 0] > 200) & (a[..., 1] < 80) & (a[..., 2] < 80))[:18].sum()  # noqa: E731
+    assert red(flagged) > red(plain)
+    assert isinstance(render_qa(proj, base), Image.Image)

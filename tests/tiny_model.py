@@ -48,10 +48,14 @@ def tiny_metadata(output_stride: int | None = 16, name: str = "tiny-band") -> Mo
     )
 
 
-def build_tiny_ir(padded: bool = False, offset_bias: float = 0.0) -> ov.Model:
+def build_tiny_ir(
+    padded: bool = False, offset_bias: float = 0.0, level_shifts: tuple[float, ...] = ()
+) -> ov.Model:
     """The band detector as an ov.Model (no metadata). ``padded`` adds a 3x3 zero-padded blur in front, which
     makes window borders differ between the strip and per-window paths (like a real CNN). ``offset_bias`` is
-    added to the offset output (a refiner whose answer differs from the band centre by a known amount)."""
+    added to the offset output (a refiner whose answer differs from the band centre by a known amount).
+    ``level_shifts``: a multi-level model whose level k lies ``level_shifts[k]`` rows below the band (offsets
+    of every level, then the band's presence logit once per level)."""
     x = ops.parameter([-1, 3, -1, WINDOW_W], np.float32, name="mip")
     x.output(0).get_tensor().set_names({"mip"})
     h = x.output(0)
@@ -73,7 +77,11 @@ def build_tiny_ir(padded: bool = False, offset_bias: float = 0.0) -> ov.Model:
     if offset_bias:
         offset = ops.add(offset, ops.constant(np.float32(offset_bias)))
     presence = ops.multiply(ops.subtract(den, ops.constant(np.float32(0.5))), ops.constant(np.float32(10.0)))
-    out = ops.concat([offset, presence], axis=1)
+    if level_shifts:
+        offsets = [ops.add(offset, ops.constant(np.float32(d))) for d in level_shifts]
+        out = ops.concat(offsets + [presence] * len(level_shifts), axis=1)
+    else:
+        out = ops.concat([offset, presence], axis=1)
     return ov.Model([out.output(0)], [x], "tiny_band")
 
 
@@ -83,12 +91,13 @@ def save_tiny_model(
     output_stride: int | None = 16,
     metadata: ModelMetadata | str | None = "default",
     offset_bias: float = 0.0,
+    level_shifts: tuple[float, ...] = (),
 ) -> Path:
     """Write the tiny IR to ``path`` (.xml + .bin).
 
     ``metadata``: "default" (tiny_metadata), a ModelMetadata, a raw JSON string (for broken metadata), or None
     (no metadata at all)."""
-    model = build_tiny_ir(padded, offset_bias)
+    model = build_tiny_ir(padded, offset_bias, level_shifts)
     if isinstance(metadata, ModelMetadata):
         model.set_rt_info(metadata.to_json(), RT_INFO_KEY)
     elif metadata == "default":
@@ -98,6 +107,21 @@ def save_tiny_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(path), compress_to_fp16=False)
     return path
+
+
+MULTI_LEVELS = ("L2", "L3", "L4")
+MULTI_SHIFTS = (-8.8, 0.0, 9.2)
+"""The tiny multi-level model's levels and their rows relative to the band (4 mm rows: about one lumbar
+pitch apart, as the ladder expects)."""
+
+
+def tiny_multilevel_metadata() -> ModelMetadata:
+    return dataclasses.replace(tiny_metadata(name="tiny-levels"), levels=MULTI_LEVELS, review_below=0.3)
+
+
+def save_tiny_multilevel_model(path: Path) -> Path:
+    """The band detector placing L2, L3 (the band) and L4 at ``MULTI_SHIFTS`` rows."""
+    return save_tiny_model(path, metadata=tiny_multilevel_metadata(), level_shifts=MULTI_SHIFTS)
 
 
 def tiny_refiner_metadata() -> ModelMetadata:

@@ -24,6 +24,7 @@ from l3edge.errors import L3EdgeError, UsageError
 from l3edge.locator import L3Locator
 from tools.data import TRUTH_NAME, label_from_truth, truth_slices, vertebra_bounds
 from tools.evaluate import report
+from tools.levels import rib_relative
 from tools.summary import markdown_table, summarize, table_row
 
 
@@ -58,6 +59,7 @@ def evaluate_folder(locator: L3Locator, folder: Path) -> dict[str, Any]:
         "in_body": None,
         "confidence": r.confidence,
         "presence": r.presence,
+        "review": r.review,
         "ms": r.timings_ms.get("total", 0.0),
         "region": truth.get("region"),
         "variants": truth.get("variants") or [],
@@ -72,7 +74,31 @@ def evaluate_folder(locator: L3Locator, folder: Path) -> dict[str, Any]:
     rec["outcome"] = (
         "hit" if in_view and r.found else "missed" if in_view else "false_found" if r.found else "true_absent"
     )
+    if r.levels or len(locator.metadata.model_levels) > 1:
+        rec["levels"] = _levels(truth, r.levels, locator.metadata.model_levels, z_sl)
     return rec
+
+
+def _levels(
+    truth: dict[str, Any], found: dict[str, dict[str, Any]], levels: tuple[str, ...], z_sl: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Every level of the model against the truth (thoracic names counted up from the lowest rib)."""
+    verts = rib_relative(truth.get("vertebrae") or {})
+    lo, hi = float(z_sl.min()), float(z_sl.max())
+    out = {}
+    for m in levels:
+        v = verts.get(m)
+        in_view = bool(v is not None and lo <= float(v["z_center"]) <= hi)
+        z = found.get(m, {}).get("z_mm")
+        row: dict[str, Any] = {"in_view": in_view, "found": z is not None, "error_mm": None, "in_body": None}
+        if in_view and v is not None and z is not None:
+            row["error_mm"] = round(abs(z - float(v["z_center"])), 3)
+            top, bottom = sorted((float(v["z_top"]), float(v["z_bottom"])))
+            row["in_body"] = bool(top <= z <= bottom)
+        elif in_view:
+            row["in_body"] = False
+        out[m] = row
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,11 +91,26 @@ def _text_report(rep: dict[str, Any]) -> str:
         f"inside the vertebral body: {s['in_body_share']} of {s['n_in_body_checked']}; "
         f"wrongly found {s['wrongly_found']}, wrongly not found {s['wrongly_not_found']}",
     ]
+    rv = s.get("review")
+    if rv is not None:
+        lines.append(
+            f"confidence AUROC for 'inside the body': {s.get('confidence_auroc')}; review flagged "
+            f"{rv['flagged']} of {s['n_scans']}; not flagged and found: {rv['not_flagged_found']}, of which "
+            f"{rv['not_flagged_in_body']} inside the body"
+        )
+    if "in_body_either_count_share" in s:
+        lines.append(f"inside the body by either count (rib or sacrum): {s['in_body_either_count_share']}")
+    for m, t in s.get("levels", {}).items():
+        lines.append(
+            f"  level {m}: in view {t['n_in_view']}, found {t['found']}, error {pm(t['error_mm'])} mm, "
+            f"inside its body {t['in_body_share']}, wrongly found {t['wrongly_found']}"
+        )
     for key in ("by_region", "by_variant"):
         for g, t in s.get(key, {}).items():
             lines.append(
                 f"  {key[3:]} {g}: n={t['n_scans']} error {pm(t['error_slices'])} slices, "
-                f"{pm(t['error_mm'])} mm, wrong found/not {t['wrongly_found']}/{t['wrongly_not_found']}"
+                f"{pm(t['error_mm'])} mm, inside {t['in_body_share']}, "
+                f"wrong found/not {t['wrongly_found']}/{t['wrongly_not_found']}"
             )
     return "\n".join(lines)
 
