@@ -42,6 +42,8 @@ def info(
         ("name", meta.name),
         ("version", meta.version),
         ("level", meta.level),
+        ("levels", ", ".join(meta.model_levels)),
+        ("review below", f"confidence {meta.review_below:g}"),
         ("architecture", meta.architecture or "-"),
         ("precision", meta.precision),
         (
