@@ -29,7 +29,7 @@ from typing import Any
 from l3edge.errors import L3EdgeError, UsageError
 from tools.data import load_cache
 from tools.pipeline import evaluate_scans, load_model, load_refiner
-from tools.summary import markdown_table, pm, table_row
+from tools.summary import choose_review_below, markdown_table, pm, table_row
 
 log = logging.getLogger("tools.evaluate")
 
@@ -44,9 +44,10 @@ def evaluate(
     refine_cache: str | Path | None = None,
     refiner: str | Path | None = None,
     level: str | None = None,
+    mirror: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint or IR on a cache (all scans, or the ids in ``scans``), for ``level`` (default:
-    the model's).
+    the model's), with the mirrored second pass unless ``mirror`` is false.
 
     With ``refine_cache`` (the same scans in the refiner's model space), the coarse estimates are refined by
     ``refiner`` (checkpoint or IR), by default the refiner the IR names.
@@ -67,7 +68,7 @@ def evaluate(
         if refiner is None:
             raise UsageError("--refine-cache needs --refiner (or an IR that names its refiner)")
         ref = load_refiner(refiner, refine_cache, scans, device)
-    rep = evaluate_scans(m.run, cached, m.meta, stride, m.output_stride, ref, level)
+    rep = evaluate_scans(m.run, cached, m.meta, stride, m.output_stride, ref, level, mirror)
     rep["model"] = {
         "path": str(model_path),
         "name": m.name,
@@ -138,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the full report (per scan too) here")
     ap.add_argument("--refine-cache", help="the same scans cached in the refiner's model space")
     ap.add_argument("--refiner", help="refiner checkpoint or IR (default: the one the IR names)")
+    ap.add_argument(
+        "--choose-review-below",
+        action="store_true",
+        help="print the confidence threshold under which no found scan left unflagged is outside the body "
+        "(run it on validation scans; export the model with --review-below that value)",
+    )
+    ap.add_argument("--level", help="level to evaluate (default: the model's)")
+    ap.add_argument("--no-mirror", action="store_true", help="skip the mirrored second pass")
     ap.add_argument("--folds", type=int, default=0, help="k-fold cross-validation of --arch instead")
     ap.add_argument("--arch", default="cnn4", choices=["vgg16", "cnn4"])
     ap.add_argument("--ckpt-dir", default=None, help="CV: keep each fold's checkpoint here")
@@ -181,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif a.model:
             rep = evaluate(
-                a.model, a.cache, a.scans, a.stride, a.device, a.threshold, a.refine_cache, a.refiner
+                a.model,
+                a.cache,
+                a.scans,
+                a.stride,
+                a.device,
+                a.threshold,
+                a.refine_cache,
+                a.refiner,
+                a.level,
+                mirror=not a.no_mirror,
             )
         else:
             raise UsageError("give a MODEL (.pt or .xml) or --folds K")
@@ -189,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     report(rep, a.json)
+    if a.choose_review_below:
+        print("review threshold: " + json.dumps(choose_review_below(rep["scans"])))
     return 0
 
 

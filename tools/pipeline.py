@@ -257,6 +257,7 @@ def locate_cached(
         presence=round(p.presence, 4),
         ramp_r=round(p.ramp_r, 4),
         review=placed.review(level, meta.review_below),
+        review_other=placed.review(level, 0.0),
         counts_agree=placed.counts_agree,
         ms=round(ms, 2),
         region=scan.meta.get("region"),

@@ -44,6 +44,23 @@ def auroc(scores: list[float], labels: list[bool]) -> float | None:
     return round(float(greater / (pos.size * neg.size)), 4)
 
 
+def choose_review_below(results: list[dict[str, Any]], margin: float = 0.02) -> dict[str, Any]:
+    """The lowest confidence threshold under which every found scan left unflagged lies inside the body.
+
+    Scans flagged for another reason (counts disagree, interpolated) stay flagged. Choose it on validation
+    scans, never on the test set; ``margin`` is added above the worst miss's confidence."""
+    found = [r for r in results if r["outcome"] == "hit" and r["in_body"] is not None]
+    misses = [r["confidence"] for r in found if not r["in_body"] and not r.get("review_other")]
+    t = round(max(misses) + margin, 4) if misses else 0.0
+    kept = [r for r in found if r["confidence"] >= t and not r.get("review_other")]
+    return {
+        "review_below": t,
+        "found": len(found),
+        "left_unflagged": len(kept),
+        "unflagged_inside": sum(bool(r["in_body"]) for r in kept),
+    }
+
+
 def _levels_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     names: list[str] = []
     for r in results:

@@ -338,9 +338,11 @@ def new_model(arch: str, space: ModelSpace, cfg: TrainConfig) -> L3Net:
         widths=cfg.widths,
         outputs=2 * n,
     )
-    with (
-        torch.no_grad()
-    ):  # offsets start at mid-window rather than 0, presence at 'rarely': faster early training
+    with torch.no_grad():
+        # Every output starts at its bias (offsets mid-window, presence 'rarely'), whatever the scale of the
+        # trunk's features (a pretrained trunk's are large): a sane first loss, and the last layer still
+        # learns at once since its inputs are not zero.
+        model.head[-1].weight.zero_()
         model.head[-1].bias[:n] = space.window_height_px / 2
         model.head[-1].bias[n:] = -2.0
     if cfg.pretrained:
