@@ -25,7 +25,7 @@ import numpy as np
 from l3edge.ladder import Ladder, fit_ladder
 from l3edge.metadata import ModelMetadata
 from l3edge.preprocess import RowGrid
-from l3edge.sliding import RunFn, predict
+from l3edge.sliding import RunFn, predict_images
 
 RefineFn = Callable[[list[float]], list[float]]
 """Coarse patient z of several levels -> refined z (unchanged where the refiner does not agree)."""
@@ -134,12 +134,12 @@ def place_levels(
     sp = meta.space
     h, thr, mm = sp.window_height_px, meta.presence_threshold, sp.mm_per_px
     levels = meta.model_levels
-    tops, preds = predict(run, channels, h, stride, output_stride)
-    preds = _level_preds(preds, meta)
+    images = [channels, np.ascontiguousarray(channels[..., ::-1])] if mirror else [channels]
+    tops, outs = predict_images(run, images, h, stride, output_stride)  # one batch: the MIP and its mirror
+    preds = _level_preds(outs[0], meta)
     shift: dict[str, float] = {}
     if mirror:
-        _, preds_m = predict(run, np.ascontiguousarray(channels[..., ::-1]), h, stride, output_stride)
-        preds_m = _level_preds(preds_m, meta)
+        preds_m = _level_preds(outs[1], meta)
         lad_a = fit_ladder(tops, preds, levels, h, thr, mm)
         lad_b = fit_ladder(tops, preds_m, levels, h, thr, mm)
         for m in levels:

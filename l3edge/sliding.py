@@ -52,38 +52,57 @@ def predict_strip(
     outputs whose window would reach into that extension are dropped). Returns the same (tops, predictions)
     as :func:`predict_windows` for a shift-equivariant model.
     """
+    tops, (preds,) = predict_strips(run, [channels], window_height, stride, output_stride)
+    return tops, preds
+
+
+def predict_strips(
+    run: RunFn, images: list[np.ndarray], window_height: int, stride: int, output_stride: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`predict_strip` for several images of one shape (e.g. a MIP and its mirror) in one batch:
+    (tops, one prediction array per image)."""
     if stride % output_stride and output_stride % stride:
         raise UsageError(
             f"stride {stride} must divide the model's output stride {output_stride} or be a multiple of it"
         )
-    rows = channels.shape[1]
+    rows = images[0].shape[1]
     shifts = [s for s in range(0, output_stride, min(stride, output_stride)) if rows - s >= window_height]
     if not shifts:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.float32)
+        return np.zeros(0, dtype=np.int64), [np.zeros((0, 2), dtype=np.float32) for _ in images]
     counts = [(rows - s - window_height) // output_stride + 1 for s in shifts]
     length = window_height + (counts[0] - 1) * output_stride
-    batch = np.empty((len(shifts), channels.shape[0], length, channels.shape[2]), dtype=np.float32)
-    for i, s in enumerate(shifts):
-        seg = channels[:, s : s + length]
-        batch[i, :, : seg.shape[1]] = seg
-        batch[i, :, seg.shape[1] :] = seg[:, -1:]
+    c, w = images[0].shape[0], images[0].shape[2]
+    batch = np.empty((len(images) * len(shifts), c, length, w), dtype=np.float32)
+    for j, channels in enumerate(images):
+        for i, s in enumerate(shifts):
+            seg = channels[:, s : s + length]
+            batch[j * len(shifts) + i, :, : seg.shape[1]] = seg
+            batch[j * len(shifts) + i, :, seg.shape[1] :] = seg[:, -1:]
     pos = _as_positions(run(batch))
-    tops_all = [s + output_stride * np.arange(n) for s, n in zip(shifts, counts, strict=True)]
-    preds_all = [pos[i, :n] for i, n in enumerate(counts)]
-    tops = np.concatenate(tops_all)
-    preds = np.concatenate(preds_all)
+    tops = np.concatenate([s + output_stride * np.arange(n) for s, n in zip(shifts, counts, strict=True)])
     order = np.argsort(tops, kind="stable")
-    tops, preds = tops[order], preds[order]
-    if stride > output_stride:
-        keep = tops % stride == 0
-        tops, preds = tops[keep], preds[keep]
-    return tops.astype(np.int64), preds
+    tops = tops[order]
+    keep = tops % stride == 0 if stride > output_stride else np.ones(tops.size, dtype=bool)
+    out = []
+    for j in range(len(images)):
+        preds = np.concatenate([pos[j * len(shifts) + i, :n] for i, n in enumerate(counts)])[order]
+        out.append(preds[keep])
+    return tops[keep].astype(np.int64), out
 
 
 def predict(
     run: RunFn, channels: np.ndarray, window_height: int, stride: int, output_stride: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Strip path when the model has an output stride that fits ``stride``, else the per-window path."""
+    tops, (preds,) = predict_images(run, [channels], window_height, stride, output_stride)
+    return tops, preds
+
+
+def predict_images(
+    run: RunFn, images: list[np.ndarray], window_height: int, stride: int, output_stride: int | None
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`predict` for several images of one shape: in strip mode all of them in one batch."""
     if output_stride is not None and not (output_stride % stride and stride % output_stride):
-        return predict_strip(run, channels, window_height, stride, output_stride)
-    return predict_windows(run, channels, window_height, stride)
+        return predict_strips(run, images, window_height, stride, output_stride)
+    results = [predict_windows(run, ch, window_height, stride) for ch in images]
+    return results[0][0], [p for _, p in results]

@@ -272,3 +272,22 @@ def test_qa_picture_marks_the_levels_and_review(tmp_path: Path) -> None:
     red = lambda a: ((a[..., 0] > 200) & (a[..., 1] < 80) & (a[..., 2] < 80))[:18].sum()  # noqa: E731
     assert red(flagged) > red(plain)
     assert isinstance(render_qa(proj, base), Image.Image)
+
+
+def test_mirror_and_mip_in_one_batch_equal_separate_runs(tiny_model_padded: Path) -> None:
+    from l3edge.sliding import predict_images
+
+    loc = L3Locator.load(tiny_model_padded, inference_precision="f32")
+    proj = band_projection((17, 18, 19))
+    image, _ = to_model_space(proj.mip_hu, proj.z_mm, proj.col_spacing_mm, TINY_SPACE)
+    ch = normalize(image, TINY_SPACE)
+    ch[..., :3] += 0.5  # make the mirror differ
+    mirrored = np.ascontiguousarray(ch[..., ::-1])
+    for stride in (4, 16, 32):
+        tops, (a, b) = predict_images(loc.model.run, [ch, mirrored], 32, stride, 16)
+        t1, p1 = predict_strip(loc.model.run, ch, 32, stride, 16)
+        t2, p2 = predict_strip(loc.model.run, mirrored, 32, stride, 16)
+        np.testing.assert_array_equal(tops, t1)
+        np.testing.assert_array_equal(tops, t2)
+        np.testing.assert_allclose(a, p1, atol=1e-5)
+        np.testing.assert_allclose(b, p2, atol=1e-5)
