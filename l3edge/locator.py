@@ -193,15 +193,6 @@ class L3Locator:
         channels = normalize(image, space)
         timings["preprocess"] = _ms(t)
 
-        t = time.perf_counter()
-        refine_ms: list[float] = []
-
-        def refine(z: list[float]) -> list[float]:
-            t_r = time.perf_counter()
-            out = self._refine(projection, z)
-            refine_ms.append(_ms(t_r))
-            return out
-
         output_stride = meta.output_stride_px if self._strip_mode(s) else None
         placed = place_levels(
             self.model.run,
@@ -211,12 +202,10 @@ class L3Locator:
             s,
             output_stride,
             projection.z_mm,
-            refine if self.refiner is not None else None,
+            (lambda z: self._refine(projection, z)) if self.refiner is not None else None,
             mirror=self.mirror,
         )
-        timings["cnn"] = round(_ms(t) - sum(refine_ms), 3)
-        if refine_ms:
-            timings["refine"] = round(sum(refine_ms), 3)
+        timings.update(placed.timings_ms)
 
         t = time.perf_counter()
         series = projection.series
@@ -249,7 +238,7 @@ class L3Locator:
             levels=levels if len(meta.model_levels) > 1 else {},
             review=placed.review(level, meta.review_below),
         )
-        timings["postprocess"] = _ms(t)
+        timings["postprocess"] = round(timings["postprocess"] + _ms(t), 3)
         if qa_dir is not None:
             result = self._write_qa(projection, result, lv.row, Path(qa_dir))
         timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)

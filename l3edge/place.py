@@ -17,6 +17,7 @@ below the model's ``review_below``, when the counts disagree, or when the level 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -70,6 +71,8 @@ class Placement:
     """See ``Ladder.extra_segments``."""
     sacrum_count_z: dict[str, float] = field(default_factory=dict)
     """When the counts disagree: patient z of the lumbar levels counted up from S1."""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    """``cnn`` (the model runs), ``postprocess`` (ramp fits, ladder, placement), ``refine`` (if any)."""
 
     def review(self, level: str, review_below: float) -> bool:
         lv = self.levels[level]
@@ -134,8 +137,10 @@ def place_levels(
     sp = meta.space
     h, thr, mm = sp.window_height_px, meta.presence_threshold, sp.mm_per_px
     levels = meta.model_levels
+    t0 = time.perf_counter()
     images = [channels, np.ascontiguousarray(channels[..., ::-1])] if mirror else [channels]
     tops, outs = predict_images(run, images, h, stride, output_stride)  # one batch: the MIP and its mirror
+    t1 = time.perf_counter()
     preds = _level_preds(outs[0], meta)
     shift: dict[str, float] = {}
     if mirror:
@@ -150,12 +155,14 @@ def place_levels(
     lad = fit_ladder(tops, preds, levels, h, thr, mm)
     z_coarse = {m: float(np.asarray(grid.row_to_z(f.row))) for m, f in lad.levels.items() if f.found}
     sacrum = {m: float(np.asarray(grid.row_to_z(r))) for m, r in lad.sacrum_count_rows.items()}
+    t2 = time.perf_counter()
     if refine is not None and (z_coarse or sacrum):
         keys = list(z_coarse) + [f"sacrum:{m}" for m in sacrum]
         refined = refine(list(z_coarse.values()) + list(sacrum.values()))
         done = dict(zip(keys, refined, strict=True))
         z_coarse = {m: done[m] for m in z_coarse}
         sacrum = {m: done[f"sacrum:{m}"] for m in sacrum}
+    t3 = time.perf_counter()
     out = {}
     multi = len(levels) > 1
     for m, f in lad.levels.items():
@@ -171,7 +178,14 @@ def place_levels(
         out[m] = PlacedLevel(
             m, True, z, row, conf, f.presence, f.ramp_r, f.source, False, shift.get(m, math.nan)
         )
-    return Placement(out, lad.counts_agree, lad.extra_segments, sacrum)
+    timings = {"cnn": _ms(t1 - t0), "postprocess": _ms(t2 - t1 + time.perf_counter() - t3)}
+    if refine is not None:
+        timings["refine"] = _ms(t3 - t2)
+    return Placement(out, lad.counts_agree, lad.extra_segments, sacrum, timings)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
 
 
 def _confidence(lad: Ladder, name: str, mirror_shift_mm: float | None, multi: bool) -> float:
