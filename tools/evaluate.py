@@ -101,6 +101,16 @@ def _text_report(rep: dict[str, Any]) -> str:
         )
     if "in_body_either_count_share" in s:
         lines.append(f"inside the body by either count (rib or sacrum): {s['in_body_either_count_share']}")
+    for g, t in s.get("anatomy", {}).items():
+        lines.append(
+            f"  {g} anatomy: n={t['n_scans']} (in view {t['n_in_view']}) error {pm(t['error_mm'])} mm, "
+            f"inside {t['in_body_share']}, wrong found/not {t['wrongly_found']}/{t['wrongly_not_found']}"
+            + (
+                f", inside by either count {t['in_body_either_count_share']}"
+                if "in_body_either_count_share" in t
+                else ""
+            )
+        )
     for m, t in s.get("levels", {}).items():
         lines.append(
             f"  level {m}: in view {t['n_in_view']}, found {t['found']}, error {pm(t['error_mm'])} mm, "

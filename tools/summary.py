@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 MISS_COST_MM = 100.0
+TRANSITIONAL = ("ribs11", "ribs13", "lumbar4_sacralised_l5", "lumbar6")
+"""Variants whose vertebral counts differ from 12 rib pairs and 5 lumbar vertebrae (reported apart)."""
 
 
 def _num(x: float) -> float | None:
@@ -118,6 +120,10 @@ def summarize(results: list[dict[str, Any]], breakdown: bool = True) -> dict[str
         s["in_body_either_count_share"] = round(float(np.mean(either)), 4)
     if any(r.get("levels") for r in results):
         s["levels"] = _levels_summary(results)
+    if breakdown and any(r.get("variants") is not None for r in results):
+        trans = [r for r in results if set(r.get("variants") or []) & set(TRANSITIONAL)]
+        normal = [r for r in results if not set(r.get("variants") or []) & set(TRANSITIONAL)]
+        s["anatomy"] = {"normal": summarize(normal, False), "transitional": summarize(trans, False)}
     if breakdown:
         regions = sorted({str(r["region"]) for r in results if r.get("region") is not None})
         if regions:
