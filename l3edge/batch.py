@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,7 +32,18 @@ from l3edge.result import L3Result
 if TYPE_CHECKING:
     from l3edge.locator import L3Locator
 
-__all__ = ["Batch", "ScanOutcome", "Summary", "cached_locator", "collect_paths", "default_workers", "run"]
+__all__ = [
+    "Batch",
+    "ScanFunction",
+    "ScanOutcome",
+    "Summary",
+    "cached_locator",
+    "collect_paths",
+    "default_workers",
+    "predict",
+    "run",
+    "scan_one",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +80,24 @@ def model_info(locator: L3Locator) -> dict[str, str]:
     return {"name": locator.metadata.name, "version": locator.metadata.version}
 
 
+ScanFunction = Callable[["L3Locator", str, dict[str, Any]], "L3Result | Sequence[L3Result]"]
+"""A custom per-scan function ``f(locator, path, options)`` returning one result or several."""
+
+
+def predict(locator: L3Locator, path: str, options: dict[str, Any]) -> L3Result | Sequence[L3Result]:
+    """The default per-scan work: ``locator.predict(path, **options)``."""
+    return locator.predict(path, **options)
+
+
 def scan_one(
-    locator: L3Locator, path: str, options: Mapping[str, Any] | None = None, reraise: bool = False
+    locator: L3Locator,
+    path: str,
+    options: Mapping[str, Any] | None = None,
+    reraise: bool = False,
+    scan: ScanFunction | None = None,
 ) -> ScanOutcome:
-    """The per-scan function of every back end: ``locator.predict(path, **options)`` as an outcome.
+    """The per-scan step of every back end: ``scan(locator, path, options)`` (default :func:`predict`) as an
+    outcome.
 
     Typed errors (unreadable input, ...) become an error row with their exit code; so does any other
     exception (exit code 3, with its traceback), unless ``reraise`` is set (the Dask back end lets the
@@ -81,7 +106,7 @@ def scan_one(
     try:
         if has_magic(path) and not os.path.exists(path):
             raise InputError(f"{path}: no file or folder matches this pattern")
-        answer = locator.predict(path, **dict(options or {}))
+        answer = (scan or predict)(locator, path, dict(options or {}))
         results = tuple(answer) if isinstance(answer, list | tuple) else (answer,)
         return ScanOutcome(path, results, 0)
     except L3EdgeError as exc:
@@ -147,9 +172,13 @@ class InProcess:
     """Every scan in this process, one after another (``--workers 1``)."""
 
     def __init__(
-        self, load: Mapping[str, Any], options: Mapping[str, Any], locator: L3Locator | None = None
+        self,
+        load: Mapping[str, Any],
+        options: Mapping[str, Any],
+        scan: ScanFunction | None = None,
+        locator: L3Locator | None = None,
     ) -> None:
-        self.load, self.options, self.locator = dict(load), dict(options), locator
+        self.load, self.options, self.scan, self.locator = dict(load), dict(options), scan, locator
 
     def start(self) -> dict[str, str]:
         if self.locator is None:
@@ -161,7 +190,7 @@ class InProcess:
     def outcomes(self, paths: Sequence[str]) -> Iterator[ScanOutcome]:
         assert self.locator is not None, "start() first"
         for path in paths:
-            yield scan_one(self.locator, path, self.options)
+            yield scan_one(self.locator, path, self.options, scan=self.scan)
 
     def close(self) -> None:
         pass
@@ -273,6 +302,7 @@ def run(
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
     locator: L3Locator | None = None,
+    scan: ScanFunction | None = None,
 ) -> Batch:
     """Locate L3 in many scans; returns an iterator of results (:class:`Batch`) as they finish.
 
@@ -294,6 +324,8 @@ def run(
         out: append every result to this .csv or .jsonl file (one complete line at a time).
         resume: skip the scans that already have an error-free row in ``out``.
         locator: an already loaded locator for the in-process run (``workers=1``).
+        scan: a per-scan function ``f(locator, path, options)`` returning one result or several, instead of
+            ``locator.predict(path, **options)``; a module-level function, so that workers can import it.
 
     Raises:
         UsageError: inconsistent arguments, or an ``out`` that cannot be used.
@@ -328,15 +360,15 @@ def run(
     if dask is not None:
         from l3edge.cluster import DaskBackend
 
-        backend = DaskBackend(dask, load, options, timeout)
+        backend = DaskBackend(dask, load, options, timeout, scan)
     elif n > 1 or timeout is not None:
         from l3edge.pool import ProcessPool
 
         if load.get("threads") is None:  # share the cores: each worker's inference gets its part
             load["threads"] = max(1, default_workers() // n)
-        backend = ProcessPool(n, load, options, timeout)
+        backend = ProcessPool(n, load, options, timeout, scan)
     else:
-        backend = InProcess(load, options, locator)
+        backend = InProcess(load, options, scan, locator)
     batch = Batch(todo, backend, writer, summary)
     if todo:
         try:

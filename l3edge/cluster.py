@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from l3edge.batch import ScanOutcome, cached_locator, failure, model_info, scan_one
+from l3edge.batch import ScanFunction, ScanOutcome, cached_locator, failure, model_info, scan_one
 from l3edge.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,22 @@ def _load(load: dict[str, Any]) -> dict[str, str]:
     return model_info(cached_locator(load))
 
 
-def _scan(load: dict[str, Any], options: dict[str, Any], path: str, timeout: float | None) -> ScanOutcome:
+def _scan(
+    load: dict[str, Any],
+    options: dict[str, Any],
+    path: str,
+    timeout: float | None,
+    scan: ScanFunction | None,
+) -> ScanOutcome:
     """Task: one scan on this worker's cached locator. Unexpected exceptions propagate (Dask retries)."""
     locator = cached_locator(load)
     if timeout is None:
-        return scan_one(locator, path, options, reraise=True)
+        return scan_one(locator, path, options, reraise=True, scan=scan)
     box: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            box["outcome"] = scan_one(locator, path, options, reraise=True)
+            box["outcome"] = scan_one(locator, path, options, reraise=True, scan=scan)
         except Exception as exc:  # noqa: BLE001 - re-raised in the task's own thread below
             box["error"] = exc
 
@@ -76,10 +82,11 @@ class DaskBackend:
         load: Mapping[str, Any],
         options: Mapping[str, Any],
         timeout: float | None,
+        scan: ScanFunction | None = None,
         connect_timeout_s: float = 30.0,
     ) -> None:
         self.dask = dask
-        self.load, self.options, self.timeout = dict(load), dict(options), timeout
+        self.load, self.options, self.timeout, self.scan = dict(load), dict(options), timeout, scan
         self.connect_timeout_s = connect_timeout_s
         self.client: Any = None
         self._own_client = False
@@ -147,6 +154,7 @@ class DaskBackend:
                 self.options,
                 absolute,
                 self.timeout,
+                self.scan,
                 key=f"l3edge-scan-{self._token}-{i}",
                 retries=1,
                 pure=False,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from l3edge.batch import ScanOutcome, failure
+from l3edge.batch import ScanFunction, ScanOutcome, failure
 from l3edge.errors import L3EdgeError, ModelError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,13 @@ _STARTUP_DEATHS = 3
 """Workers that may die while loading the model, with none ever ready, before the pool gives up."""
 
 
-def _worker_main(conn: Connection, load: dict[str, Any], options: dict[str, Any], log_level: int) -> None:
+def _worker_main(
+    conn: Connection,
+    load: dict[str, Any],
+    options: dict[str, Any],
+    scan: ScanFunction | None,
+    log_level: int,
+) -> None:
     """A worker process: load the model, then answer one scan path at a time until None or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, level=log_level, format="l3edge: %(levelname)s: %(message)s")
@@ -56,7 +62,7 @@ def _worker_main(conn: Connection, load: dict[str, Any], options: dict[str, Any]
             return
         if path is None:
             return
-        outcome = scan_one(locator, path, options)
+        outcome = scan_one(locator, path, options, scan=scan)
         try:
             conn.send(("done", outcome))
         except (BrokenPipeError, OSError):
@@ -90,10 +96,15 @@ class ProcessPool:
     """``workers`` processes, each with one locator; see the module docstring."""
 
     def __init__(
-        self, workers: int, load: Mapping[str, Any], options: Mapping[str, Any], timeout: float | None
+        self,
+        workers: int,
+        load: Mapping[str, Any],
+        options: Mapping[str, Any],
+        timeout: float | None,
+        scan: ScanFunction | None = None,
     ) -> None:
         self.n = workers
-        self.load, self.options, self.timeout = dict(load), dict(options), timeout
+        self.load, self.options, self.timeout, self.scan = dict(load), dict(options), timeout, scan
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._model: dict[str, str] = {}
@@ -103,7 +114,7 @@ class ProcessPool:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=_worker_main,
-            args=(child, self.load, self.options, logging.getLogger("l3edge").getEffectiveLevel()),
+            args=(child, self.load, self.options, self.scan, logging.getLogger("l3edge").getEffectiveLevel()),
             name="l3edge-worker",
             daemon=True,
         )
