@@ -1,0 +1,208 @@
+"""Benchmarks of many scans (called by ``tools/bench.py --cohort N`` and ``--shared-locator``).
+
+Cohort: N phantom DICOM series through ``l3edge.batch.run`` with 1 worker (in process), with all workers
+(the local process pool), and on a Dask LocalCluster with the same number of worker processes (one thread
+each, like the pool's workers). Wall time runs from the ``run()`` call to the last result, so it includes
+starting the workers and loading the model in each (the Dask cluster itself is started beforehand: it is
+long-lived in practice); the start-up part is shown on its own.
+
+Shared locator: T threads pulling scans from one queue, three ways: one locator shared by all threads
+(the shipped design: a pool of infer requests), one locator with a lock around each model run (the
+alternative design, emulated here by wrapping the model), and one locator per thread.
+
+The distinct phantoms are written once (``--workdir`` keeps them); the N series are hard links to them, so
+every series is its own folder but the page cache holds each file once: reading is CPU work in every
+configuration. Compare ratios from the same run; the machine is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def cohort_series(root: Path, n: int, distinct: int = 8, matrix: int = 512) -> list[Path]:
+    """``n`` phantom series folders under ``root``: ``distinct`` abdomen phantoms (written once, reused),
+    each hard-linked as many times as needed."""
+    from l3edge.phantom import write_phantom
+
+    bases = []
+    for seed in range(min(n, distinct)):
+        base = root / f"base_{matrix}_{seed}"
+        if not (base / "truth.json").exists():
+            print(f"[bench] writing phantom {seed} ({matrix}x{matrix}) ...", file=sys.stderr)
+            write_phantom(base, seed, "dicom", "abdomen", matrix=matrix, pixel_spacing_mm=0.8 * 512 / matrix)
+        bases.append(base)
+    out = []
+    for i in range(n):
+        dst = root / "cohort" / f"scan{i:04d}"
+        if not dst.is_dir():
+            try:
+                shutil.copytree(bases[i % len(bases)], dst, copy_function=os.link)
+            except OSError:  # no hard links on this file system
+                shutil.copytree(bases[i % len(bases)], dst)
+        out.append(dst)
+    for p in out:  # into the page cache for every contender alike
+        for f in p.iterdir():
+            f.read_bytes()
+    return out
+
+
+def _timed_run(paths: list[str], **kw: Any) -> dict[str, Any]:
+    from l3edge import batch
+
+    t0 = time.perf_counter()
+    run = batch.run(paths, **kw)
+    startup = time.perf_counter() - t0
+    results = list(run)
+    wall = time.perf_counter() - t0
+    errors = [r.error for r in results if r.error]
+    if errors or len(results) != len(paths):
+        raise SystemExit(f"cohort run failed: {len(results)} results, errors {errors[:3]}")
+    return {"wall_s": wall, "startup_s": startup, "found": sum(r.found for r in results)}
+
+
+def cohort_table(args: Any) -> list[dict[str, Any]]:
+    from distributed import LocalCluster
+
+    from l3edge.batch import default_workers
+
+    workers = args.workers or default_workers()
+    paths = [str(p) for p in cohort_series(args.workdir, args.cohort, matrix=args.matrix)]
+    load = {"model": args.model}
+    configs: list[tuple[str, int, dict[str, Any]]] = [
+        ("in process (--workers 1)", 1, {"workers": 1, "load": load}),
+        (f"local pool (--workers {workers})", workers, {"workers": workers, "load": load}),
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in configs}
+    dask_name = f"Dask LocalCluster ({workers} processes x 1 thread)"
+    runs[dask_name] = []
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+    ) as cluster:
+        # Each worker's inference gets one thread, as each pool worker's does (the cores shared out).
+        dask_kw = {
+            "dask": cluster.scheduler_address,
+            "load": {**load, "threads": max(1, default_workers() // workers)},
+        }
+        for rep in range(args.repeat):
+            order = [*configs, (dask_name, workers, dask_kw)]
+            if rep % 2:
+                order.reverse()  # alternate the order, so drift on a shared machine hits every contender
+            for name, _, kw in order:
+                print(f"[bench] {name}, repetition {rep + 1} ...", file=sys.stderr)
+                runs[name].append(_timed_run(paths, **kw))
+    rows = []
+    base = statistics.median(r["wall_s"] for r in runs[configs[0][0]])
+    pool = statistics.median(r["wall_s"] for r in runs[configs[1][0]])
+    for name, n_workers in [(c[0], c[1]) for c in configs] + [(dask_name, workers)]:
+        wall = statistics.median(r["wall_s"] for r in runs[name])
+        rows.append(
+            {
+                "config": name,
+                "workers": n_workers,
+                "scans": len(paths),
+                "wall_s": wall,
+                "startup_s": statistics.median(r["startup_s"] for r in runs[name]),
+                "scans_per_min": 60 * len(paths) / wall,
+                "vs_1_worker": base / wall,
+                "vs_pool": pool / wall,
+                "found": runs[name][0]["found"],
+            }
+        )
+    print(
+        f"\ncohort: {len(paths)} phantom series ({args.matrix}x{args.matrix} slices), "
+        f"{os.cpu_count()} cores, median of {args.repeat}, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        "| back end | workers | wall s | of which start-up s | scans/min | x 1 worker | x local pool "
+        "| found |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['config']} | {r['workers']} | {r['wall_s']:.1f} | {r['startup_s']:.1f} "
+            f"| {r['scans_per_min']:.1f} "
+            f"| {r['vs_1_worker']:.2f}x | {r['vs_pool']:.2f}x | {r['found']}/{r['scans']} |"
+        )
+    return rows
+
+
+def _locked(model: Any) -> Any:
+    """``model`` with one lock around every run (the lock design: one infer request used at a time)."""
+    lock = threading.Lock()
+    run = model.run
+
+    def locked_run(batch: Any) -> Any:
+        with lock:
+            return run(batch)
+
+    model.run = locked_run
+    return model
+
+
+def _threads_run(locators: list[Any], paths: list[str]) -> float:
+    """Seconds for len(locators) threads (thread i uses locators[i]) to predict every path once."""
+    todo: queue.Queue[str] = queue.Queue()
+    for p in paths:
+        todo.put(p)
+    errors: list[BaseException] = []
+
+    def work(locator: Any) -> None:
+        while True:
+            try:
+                p = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                locator.predict(p)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(loc,)) for loc in locators]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"shared-locator run failed: {errors[0]!r}")
+    return time.perf_counter() - t0
+
+
+def shared_locator_table(args: Any) -> list[dict[str, Any]]:
+    from l3edge.locator import L3Locator
+
+    paths = [str(p) for p in cohort_series(args.workdir, args.scans, matrix=args.matrix)]
+    shared = L3Locator.load(args.model)
+    locked = L3Locator.load(args.model)
+    _locked(locked.model)
+    if locked.refiner is not None:
+        _locked(locked.refiner)
+    rows = []
+    for n in args.shared_locator:
+        own = [L3Locator.load(args.model) for _ in range(n)]
+        times: dict[str, list[float]] = {"shared": [], "lock": [], "own": []}
+        for rep in range(args.repeat):
+            order = [("shared", [shared] * n), ("lock", [locked] * n), ("own", own)]
+            for name, locs in order if rep % 2 == 0 else order[::-1]:
+                times[name].append(_threads_run(locs, paths))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"threads": n, **{f"{k}_scans_per_min": 60 * len(paths) / v for k, v in med.items()}})
+    print(f"\nthreads on one locator: {len(paths)} phantom series per run, median of {args.repeat}")
+    print(
+        "| threads | one shared locator (request pool) scans/min | one locator + lock "
+        "| one locator per thread | shared / per thread | shared / lock |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        s, lk, o = r["shared_scans_per_min"], r["lock_scans_per_min"], r["own_scans_per_min"]
+        print(f"| {r['threads']} | {s:.1f} | {lk:.1f} | {o:.1f} | {s / o:.2f}x | {s / lk:.2f}x |")
+    return rows
