@@ -355,7 +355,8 @@ def run(
         summary.skipped = sum(os.path.abspath(p) in done for p in todo)
         todo = [p for p in todo if os.path.abspath(p) not in done]
     summary.total = len(todo)
-    n = workers if workers is not None else default_workers(len(todo))
+    # More workers than scans would only load models: at most one worker per scan.
+    n = min(workers, max(1, len(todo))) if workers is not None else default_workers(len(todo))
     backend: Backend
     if dask is not None:
         from l3edge.cluster import DaskBackend

@@ -109,6 +109,8 @@ class ProcessPool:
         self._workers: list[_Worker] = []
         self._model: dict[str, str] = {}
         self._startup_deaths = 0
+        self._respawn = True
+        """Replace a worker that dies (False once no scan waits for a worker)."""
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
@@ -171,13 +173,15 @@ class ProcessPool:
                 self._stop(w)
                 if w.path is not None:
                     log.warning("%s: the worker process %s while processing this scan", w.path, how)
-                    done.append(failure(w.path, f"the worker process {how} while processing this scan"))
+                    message = f"the worker process {how} while processing this scan"
+                    done.append(failure(w.path, message, self._model))
                 elif not w.ready:
                     self._startup_deaths += 1
                     if self._startup_deaths >= _STARTUP_DEATHS and not self._model:
                         self.close()
                         raise ModelError(f"worker processes die while loading the model (the last {how})")
-                self._spawn()
+                if self._respawn or not self._model:
+                    self._spawn()
         return done
 
     def _check_timeouts(self) -> list[ScanOutcome]:
@@ -188,10 +192,11 @@ class ProcessPool:
         for w in list(self._workers):
             if w.path is not None and now - w.since > self.timeout:
                 log.warning("%s: no answer after %g s; stopping its worker", w.path, self.timeout)
-                done.append(failure(w.path, f"timed out after {self.timeout:g} s (--timeout)"))
+                done.append(failure(w.path, f"timed out after {self.timeout:g} s (--timeout)", self._model))
                 w.path = None
                 self._stop(w)
-                self._spawn()
+                if self._respawn:
+                    self._spawn()
         return done
 
     def outcomes(self, paths: Sequence[str]) -> Iterator[ScanOutcome]:
@@ -205,6 +210,7 @@ class ProcessPool:
                         # If it died just now, its sentinel reports it on the next poll.
                         with contextlib.suppress(BrokenPipeError, OSError):
                             w.conn.send(w.path)
+                self._respawn = bool(todo)
                 busy = [w.since + self.timeout for w in self._workers if w.path is not None and self.timeout]
                 for outcome in self._poll(min(busy) if busy else None) + self._check_timeouts():
                     left -= 1

@@ -105,7 +105,7 @@ def test_resumed_errors_show_the_success(tmp_path: Path) -> None:
 def test_cli_report(results: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["report", str(results), "--html", str(tmp_path / "r.html")])
     assert r.exit_code == 0, r.output
-    assert "4 scans (1 review, 1 errors, 1 not found, 1 found), 3 thumbnails" in r.stdout
+    assert "4 scans (1 review, 1 error, 1 not found, 1 found), 3 thumbnails" in r.stdout
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     r = CliRunner().invoke(app, ["report", str(bad), "--html", str(tmp_path / "b.html")])

@@ -38,8 +38,9 @@ def report(
     except UsageError as exc:
         raise fail(html_path, exc) from None
     c = info.counts
+    errors = f"{c['error']} error" + ("s" if c["error"] != 1 else "")
     typer.echo(
-        f"wrote {info.path}: {info.rows} scans ({c['review']} review, {c['error']} errors, "
+        f"wrote {info.path}: {info.rows} scans ({c['review']} review, {errors}, "
         f"{c['not found']} not found, {c['found']} found), {info.pictures} thumbnails"
         + (f", {info.missing_pictures} without a QA picture" if info.missing_pictures else "")
     )
