@@ -83,7 +83,7 @@ class DaskBackend:
         options: Mapping[str, Any],
         timeout: float | None,
         scan: ScanFunction | None = None,
-        connect_timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
     ) -> None:
         self.dask = dask
         self.load, self.options, self.timeout, self.scan = dict(load), dict(options), timeout, scan

@@ -277,3 +277,36 @@ def test_refiner_and_no_refine(runner: CliRunner, dicom_series: Factory, tmp_pat
     (tmp_path / "ref.bin").unlink()
     r = runner.invoke(app, base)
     assert r.exit_code == 4 and "ref.bin" in r.stderr
+
+
+def test_from_list_and_patterns(
+    runner: CliRunner, tiny_model: Path, dicom_series: Factory, tmp_path: Path
+) -> None:
+    a, b, c = dicom_series("scan_a"), dicom_series("scan_b"), dicom_series("other_c")
+    listing = tmp_path / "cohort.csv"
+    listing.write_text("path,note\nother_c,listed\nscan_a,listed twice: by the list and by the pattern\n")
+    out = tmp_path / "r.jsonl"
+    pattern, nothing = str(tmp_path / "scan_*"), str(tmp_path / "nothing_*")
+    args = [
+        "predict",
+        pattern,
+        nothing,
+        "--from-list",
+        str(listing),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+    ]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 3, r.output
+    rows = {d["path"]: d for d in map(json.loads, out.read_text().splitlines())}
+    assert sorted(rows) == sorted([str(c), str(a), str(b), nothing])  # a once
+    assert rows[nothing]["error"] == f"{nothing}: no file or folder matches this pattern"
+    assert f"l3edge: error: {nothing}: no file or folder matches this pattern" in r.stderr
+    r = runner.invoke(app, ["predict", "--model", str(tiny_model)])
+    assert r.exit_code == 2 and "no scans given" in r.stderr
+    r = runner.invoke(
+        app, ["predict", "--from-list", str(tmp_path / "absent.txt"), "--model", str(tiny_model)]
+    )
+    assert r.exit_code == 2 and "cannot read the list" in r.stderr

@@ -130,3 +130,11 @@ def test_a_client_object(cluster: Any, tiny_model: Path, dicom_series: Factory) 
         got = list(batch.run(scans, load={"model": tiny_model}, dask=client))
         assert client.status == "running"  # a client passed in is left open
     assert sorted(r.path for r in got) == sorted(scans) and all(r.found for r in got)
+
+
+def test_unreachable_scheduler_is_a_usage_error() -> None:
+    from l3edge.cluster import DaskBackend
+    from l3edge.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
+        DaskBackend("tcp://127.0.0.1:1", {}, {}, None, connect_timeout_s=1).start()
