@@ -188,6 +188,9 @@ class DaskBackend:
             return failure(path, "the Dask task was cancelled", self._model)
         exc = future.exception()
         log.warning("%s: failed on the Dask cluster: %s", path, type(exc).__name__)
+        if type(exc).__name__ == "KilledWorker":  # its message is a paragraph with a URL
+            message = "the Dask workers that ran this scan died (KilledWorker); see the workers' logs"
+            return failure(path, message, self._model)
         return failure(
             path, f"failed on the Dask cluster (retried): {type(exc).__name__}: {exc}", self._model
         )

@@ -96,8 +96,8 @@ def test_retry_once_then_error_row(cluster: Any, tiny_model: Path, dicom_series:
     assert run.exit_code == 3
 
 
-def test_timeout_and_dead_worker(cluster: Any, tiny_model: Path, dicom_series: Factory) -> None:
-    scans = {n: str(dicom_series(n)) for n in ("hang", "segv", "good1", "good2")}
+def test_timeout(cluster: Any, tiny_model: Path, dicom_series: Factory) -> None:
+    scans = {n: str(dicom_series(n)) for n in ("hang", "good1", "good2")}
     run = batch.run(
         list(scans.values()),
         load={"model": tiny_model},
@@ -107,9 +107,22 @@ def test_timeout_and_dead_worker(cluster: Any, tiny_model: Path, dicom_series: F
     )
     rows = {o.path: o.results[0] for o in run.scans()}
     assert "timed out after 2 s" in (rows[scans["hang"]].error or "")
-    assert "KilledWorker" in (rows[scans["segv"]].error or "")
     assert rows[scans["good1"]].found and rows[scans["good2"]].found
+
+
+def test_dead_worker(cluster: Any, tiny_model: Path, dicom_series: Factory) -> None:
+    """A scan that kills every worker it runs on becomes an error row; the cluster recovers.
+
+    Alone in its batch: Dask counts a worker's death against every scan that worker held, so with the
+    fixture's allowed-failures of 1 a neighbour could be reported too (the default of 3 makes it unlikely).
+    """
+    segv = str(dicom_series("segv"))
+    (row,) = batch.run([segv], load={"model": tiny_model}, dask=cluster.scheduler_address, scan=faulty)
+    assert row.error == "the Dask workers that ran this scan died (KilledWorker); see the workers' logs"
     cluster.wait_for_workers(2, timeout=60)  # the nannies restarted the workers the segfaults killed
+    goods = [str(dicom_series(f"good{i}")) for i in range(3)]
+    after = list(batch.run(goods, load={"model": tiny_model}, dask=cluster.scheduler_address, scan=faulty))
+    assert sorted(r.path for r in after) == sorted(goods) and all(r.found for r in after)
 
 
 def test_bad_model_raises_before_anything_is_written(
