@@ -179,7 +179,10 @@ class ProcessPool:
                     self._startup_deaths += 1
                     if self._startup_deaths >= _STARTUP_DEATHS and not self._model:
                         self.close()
-                        raise ModelError(f"worker processes die while loading the model (the last {how})")
+                        raise ModelError(
+                            f"worker processes die while starting (the last {how}); a Python script that "
+                            "calls l3edge.batch.run must do so under `if __name__ == \"__main__\":`"
+                        )
                 if self._respawn or not self._model:
                     self._spawn()
         return done

@@ -4,7 +4,9 @@ Cohort: N phantom DICOM series through ``l3edge.batch.run`` with 1 worker (in pr
 (the local process pool), and on a Dask LocalCluster with the same number of worker processes (one thread
 each, like the pool's workers). Wall time runs from the ``run()`` call to the last result, so it includes
 starting the workers and loading the model in each (the Dask cluster itself is started beforehand: it is
-long-lived in practice); the start-up part is shown on its own.
+long-lived in practice); the start-up part is shown on its own. CPU seconds count every process of the run
+(this one, the pool's workers, the Dask workers): on a shared machine, CPU s / wall s is the number of cores
+the run actually got, and scans per CPU-minute is the efficiency, free of the other users' load.
 
 Shared locator: T threads pulling scans from one queue, three ways: one locator shared by all threads
 (the shipped design: a pool of infer requests), one locator with a lock around each model run (the
@@ -55,18 +57,44 @@ def cohort_series(root: Path, n: int, distinct: int = 8, matrix: int = 512) -> l
     return out
 
 
+def _cpu_s() -> tuple[float, dict[int, float]]:
+    """CPU seconds of this process and its reaped children, and of each live descendant (Dask workers)."""
+    import resource
+
+    import psutil  # a dependency of distributed
+
+    own = sum(
+        getattr(resource.getrusage(who), f)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for f in ("ru_utime", "ru_stime")
+    )
+    live = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            live[child.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return own, live
+
+
 def _timed_run(paths: list[str], **kw: Any) -> dict[str, Any]:
+    """One run: wall and start-up seconds, and the CPU seconds every process of the run used (on a shared
+    machine, CPU s / wall s says how many cores the run actually got)."""
     from l3edge import batch
 
+    own0, live0 = _cpu_s()
     t0 = time.perf_counter()
     run = batch.run(paths, **kw)
     startup = time.perf_counter() - t0
     results = list(run)
     wall = time.perf_counter() - t0
+    own1, live1 = _cpu_s()
+    cpu = own1 - own0 + sum(t - live0.get(pid, 0.0) for pid, t in live1.items())
     errors = [r.error for r in results if r.error]
     if errors or len(results) != len(paths):
         raise SystemExit(f"cohort run failed: {len(results)} results, errors {errors[:3]}")
-    return {"wall_s": wall, "startup_s": startup, "found": sum(r.found for r in results)}
+    return {"wall_s": wall, "startup_s": startup, "cpu_s": cpu, "found": sum(r.found for r in results)}
 
 
 def cohort_table(args: Any) -> list[dict[str, Any]]:
@@ -114,6 +142,7 @@ def cohort_table(args: Any) -> list[dict[str, Any]]:
                 "scans_per_min": 60 * len(paths) / wall,
                 "vs_1_worker": base / wall,
                 "vs_pool": pool / wall,
+                "cpu_s": statistics.median(r["cpu_s"] for r in runs[name]),
                 "found": runs[name][0]["found"],
             }
         )
@@ -123,14 +152,16 @@ def cohort_table(args: Any) -> list[dict[str, Any]]:
     )
     print(
         "| back end | workers | wall s | of which start-up s | scans/min | x 1 worker | x local pool "
-        "| found |"
+        "| CPU s | cores used | scans per CPU-min | found |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['config']} | {r['workers']} | {r['wall_s']:.1f} | {r['startup_s']:.1f} "
             f"| {r['scans_per_min']:.1f} "
-            f"| {r['vs_1_worker']:.2f}x | {r['vs_pool']:.2f}x | {r['found']}/{r['scans']} |"
+            f"| {r['vs_1_worker']:.2f}x | {r['vs_pool']:.2f}x | {r['cpu_s']:.1f} "
+            f"| {r['cpu_s'] / r['wall_s']:.2f} "
+            f"| {60 * r['scans'] / r['cpu_s']:.1f} | {r['found']}/{r['scans']} |"
         )
     return rows
 
