@@ -38,7 +38,7 @@ def _ms(t0: float) -> float:
 class L3Locator:
     """Finds the L3 slice in CT scans with one loaded model. Load once, call :meth:`predict` many times.
 
-    Thread-safe: threads may share one locator (each model run borrows its own OpenVINO infer request).
+    Thread-safe: threads may share one locator (its model runs take turns; see ``OVModel``).
     """
 
     def __init__(

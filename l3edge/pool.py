@@ -181,7 +181,7 @@ class ProcessPool:
                         self.close()
                         raise ModelError(
                             f"worker processes die while starting (the last {how}); a Python script that "
-                            "calls l3edge.batch.run must do so under `if __name__ == \"__main__\":`"
+                            'calls l3edge.batch.run must do so under `if __name__ == "__main__":`'
                         )
                 if self._respawn or not self._model:
                     self._spawn()

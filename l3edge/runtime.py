@@ -113,12 +113,13 @@ def load_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
 
 
 class OVModel:
-    """A compiled l3edge IR. Safe to share between threads.
+    """A compiled l3edge IR with one infer request. Safe to share between threads.
 
-    An OpenVINO infer request runs one inference at a time (a second caller gets ``RuntimeError('Infer
-    Request is busy')``), so each :meth:`run` borrows an idle request from a small pool and gives it back
-    afterwards; the pool grows to the number of threads that ever ran at once. Results are the same as
-    serial calls: every request runs the same compiled model.
+    An OpenVINO infer request runs one inference at a time (a second caller got ``RuntimeError('Infer Request
+    is busy')``, or another caller's output), so :meth:`run` holds a lock around it. A pool of requests
+    measured no better (``tools/bench.py --shared-locator``): the model is compiled for latency, so each run
+    already uses every inference thread, and concurrent runs only compete for the same cores. The work around
+    the model (reading, resampling, the fit) runs in parallel.
     """
 
     def __init__(
@@ -137,15 +138,13 @@ class OVModel:
         """OpenVINO device the model was compiled for."""
         self.inference_precision = inference_precision
         """Precision OpenVINO actually uses for inference (e.g. ``f32``, ``bf16``)."""
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
         self._core: ov.Core | None = None
         self._model: ov.Model | None = None
         self._config: dict[str, Any] = {}
         self._static_shape: tuple[int, ...] | None = None
-        # Compiled models by input shape (key None: the one dynamic-shape model) and their idle requests.
-        self._compiled: dict[tuple[int, ...] | None, ov.CompiledModel] = {None: compiled}
-        self._idle: dict[tuple[int, ...] | None, list[ov.InferRequest]] = {
-            None: [compiled.create_infer_request()]
-        }
+        self._by_shape: dict[tuple[int, ...], ov.InferRequest] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -207,42 +206,33 @@ class OVModel:
         if shape.is_static:
             # A static IR (not what tools/export.py writes, but legal) is reshaped and recompiled per shape.
             out._core, out._model, out._config = ov.Core(), model, config
-            static = tuple(int(d) for d in shape.to_shape())
-            out._static_shape = static
-            out._compiled[static] = out._compiled.pop(None)
-            out._idle[static] = out._idle.pop(None)
+            out._static_shape = tuple(int(d) for d in shape.to_shape())
+            out._by_shape[out._static_shape] = out._request
         return out
 
-    def _borrow(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...] | None, ov.InferRequest]:
-        """An idle infer request for inputs of ``shape`` (a new one when all are busy), and its pool key."""
-        key = None if self._static_shape is None else shape
-        with self._lock:
-            idle = self._idle.setdefault(key, [])
-            if idle:
-                return key, idle.pop()
-            compiled = self._compiled.get(key)
-            if compiled is None:  # a static IR meets a new shape: reshape and compile once for it
-                assert self._model is not None and self._core is not None
-                self._model.reshape({0: ov.PartialShape(list(shape))})
-                compiled = self._core.compile_model(self._model, self.device, self._config)
-                self._compiled[key] = compiled
-        return key, compiled.create_infer_request()
+    def _request_for(self, shape: tuple[int, ...]) -> ov.InferRequest:
+        if self._static_shape is None:
+            return self._request
+        request = self._by_shape.get(shape)
+        if request is None:
+            assert self._model is not None and self._core is not None
+            self._model.reshape({0: ov.PartialShape(list(shape))})
+            request = self._core.compile_model(self._model, self.device, self._config).create_infer_request()
+            self._by_shape[shape] = request
+        return request
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run a float32 batch [B, C, H, W]; returns the raw output (e.g. [B, 2, K, 1]) as a new array.
 
-        Thread-safe: concurrent calls run on separate infer requests.
+        Thread-safe (one run at a time).
         """
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if x.ndim != 4:
             raise ValueError(f"expected a [B, C, H, W] batch, got shape {x.shape}")
-        key, request = self._borrow(tuple(int(d) for d in x.shape))
-        try:
+        with self._lock:  # one inference at a time on the one request (see the class docstring)
+            request = self._request_for(tuple(int(d) for d in x.shape))
             request.infer({0: x})
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-        finally:
-            with self._lock:
-                self._idle[key].append(request)
 
     __call__ = run
 

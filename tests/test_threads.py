@@ -57,8 +57,6 @@ def test_bundled_locator_shared_by_threads_matches_serial() -> None:
     for _ in range(3):
         got = _together(N_THREADS, lambda i: _comparable(locator.predict_projection(projections[i % 4])))
         assert got == [serial[i % 4] for i in range(N_THREADS)]
-    # The pool grew to serve the concurrent runs and keeps its requests for the next ones.
-    assert 1 < len(locator.model._idle[None]) <= N_THREADS
 
 
 def test_ov_model_run_from_many_threads(tiny_model: Path) -> None:

@@ -14,7 +14,7 @@ added). Timings on a shared machine are noisy: compare ratios from the same run.
 Many scans (tools/bench_cohort.py; these replace the stage table):
 
     python -m tools.bench --cohort 40 [--workers 2] [--matrix 512] [--repeat 3]   # 1 worker / pool / Dask
-    python -m tools.bench --shared-locator 1 2 4 8 [--scans 24]   # threads on one locator vs one each
+    python -m tools.bench --shared-locator 1 2 4 8 [--scans 24] [--in-memory]   # threads on one locator
 """
 
 from __future__ import annotations
@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         "--shared-locator", type=int, nargs="+", help="thread counts: one shared locator vs one per thread"
     )
     ap.add_argument("--scans", type=int, default=24, help="scans per --shared-locator run")
+    ap.add_argument(
+        "--in-memory", action="store_true", help="--shared-locator on in-memory MIPs (the model stages alone)"
+    )
     args = ap.parse_args(argv)
     if args.cohort or args.shared_locator:
         return _many_scans(args)

@@ -9,8 +9,9 @@ long-lived in practice); the start-up part is shown on its own. CPU seconds coun
 the run actually got, and scans per CPU-minute is the efficiency, free of the other users' load.
 
 Shared locator: T threads pulling scans from one queue, three ways: one locator shared by all threads
-(the shipped design: a pool of infer requests), one locator with a lock around each model run (the
-alternative design, emulated here by wrapping the model), and one locator per thread.
+(the shipped design: a lock around its one infer request), one locator whose model runs each thread's
+batches on that thread's own infer request (the request-pool design, emulated here by wrapping the model),
+and one locator per thread.
 
 The distinct phantoms are written once (``--workdir`` keeps them); the N series are hard links to them, so
 every series is its own folder but the page cache holds each file once: reading is CPU work in every
@@ -166,22 +167,29 @@ def cohort_table(args: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _locked(model: Any) -> Any:
-    """``model`` with one lock around every run (the lock design: one infer request used at a time)."""
-    lock = threading.Lock()
-    run = model.run
+def _request_per_thread(model: Any) -> Any:
+    """``model`` (an OVModel) running each thread's batches on that thread's own infer request, without the
+    lock: the request-pool design, which l3edge measured against its lock (dynamic-shape IRs only)."""
+    import numpy as np
 
-    def locked_run(batch: Any) -> Any:
-        with lock:
-            return run(batch)
+    local = threading.local()
+    compiled = model._compiled  # the bench's view inside OVModel, to build the alternative design
 
-    model.run = locked_run
+    def run(batch: Any) -> Any:
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    model.run = run
     return model
 
 
-def _threads_run(locators: list[Any], paths: list[str]) -> float:
-    """Seconds for len(locators) threads (thread i uses locators[i]) to predict every path once."""
-    todo: queue.Queue[str] = queue.Queue()
+def _threads_run(locators: list[Any], paths: list[Any]) -> float:
+    """Seconds for len(locators) threads (thread i uses locators[i]) to predict every path (or in-memory
+    projection) once."""
+    todo: queue.Queue[Any] = queue.Queue()
     for p in paths:
         todo.put(p)
     errors: list[BaseException] = []
@@ -193,7 +201,7 @@ def _threads_run(locators: list[Any], paths: list[str]) -> float:
             except queue.Empty:
                 return
             try:
-                locator.predict(p)
+                locator.predict(p) if isinstance(p, str) else locator.predict_projection(p)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -211,29 +219,36 @@ def _threads_run(locators: list[Any], paths: list[str]) -> float:
 def shared_locator_table(args: Any) -> list[dict[str, Any]]:
     from l3edge.locator import L3Locator
 
-    paths = [str(p) for p in cohort_series(args.workdir, args.scans, matrix=args.matrix)]
-    shared = L3Locator.load(args.model)
-    locked = L3Locator.load(args.model)
-    _locked(locked.model)
-    if locked.refiner is not None:
-        _locked(locked.refiner)
+    items: list[Any]
+    if args.in_memory:  # the model's stages alone: frontal MIPs of phantoms, no reading
+        from l3edge.phantom import fast_projection
+
+        items = [fast_projection(i % 8, 2.0, "abdomen")[0] for i in range(args.scans)]
+    else:
+        items = [str(p) for p in cohort_series(args.workdir, args.scans, matrix=args.matrix)]
+    shared = L3Locator.load(args.model)  # as shipped: a lock around the one infer request
+    pooled = L3Locator.load(args.model)
+    _request_per_thread(pooled.model)
+    if pooled.refiner is not None:
+        _request_per_thread(pooled.refiner)
     rows = []
     for n in args.shared_locator:
         own = [L3Locator.load(args.model) for _ in range(n)]
-        times: dict[str, list[float]] = {"shared": [], "lock": [], "own": []}
+        times: dict[str, list[float]] = {"shared": [], "pool": [], "own": []}
         for rep in range(args.repeat):
-            order = [("shared", [shared] * n), ("lock", [locked] * n), ("own", own)]
+            order = [("shared", [shared] * n), ("pool", [pooled] * n), ("own", own)]
             for name, locs in order if rep % 2 == 0 else order[::-1]:
-                times[name].append(_threads_run(locs, paths))
+                times[name].append(_threads_run(locs, items))
         med = {k: statistics.median(v) for k, v in times.items()}
-        rows.append({"threads": n, **{f"{k}_scans_per_min": 60 * len(paths) / v for k, v in med.items()}})
-    print(f"\nthreads on one locator: {len(paths)} phantom series per run, median of {args.repeat}")
+        rows.append({"threads": n, **{f"{k}_scans_per_min": 60 * len(items) / v for k, v in med.items()}})
+    what = "in-memory phantom MIPs (no reading)" if args.in_memory else "phantom DICOM series"
+    print(f"\nthreads on one locator: {len(items)} {what} per run, median of {args.repeat}")
     print(
-        "| threads | one shared locator (request pool) scans/min | one locator + lock "
-        "| one locator per thread | shared / per thread | shared / lock |"
+        "| threads | one shared locator (lock, as shipped) scans/min | one shared locator, a request per "
+        "thread (pool) | one locator per thread | shared / per thread | lock / pool |"
     )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        s, lk, o = r["shared_scans_per_min"], r["lock_scans_per_min"], r["own_scans_per_min"]
-        print(f"| {r['threads']} | {s:.1f} | {lk:.1f} | {o:.1f} | {s / o:.2f}x | {s / lk:.2f}x |")
+        s, pl, o = r["shared_scans_per_min"], r["pool_scans_per_min"], r["own_scans_per_min"]
+        print(f"| {r['threads']} | {s:.1f} | {pl:.1f} | {o:.1f} | {s / o:.2f}x | {s / pl:.2f}x |")
     return rows
