@@ -98,40 +98,66 @@ def _timed_run(paths: list[str], **kw: Any) -> dict[str, Any]:
     return {"wall_s": wall, "startup_s": startup, "cpu_s": cpu, "found": sum(r.found for r in results)}
 
 
-def cohort_table(args: Any) -> list[dict[str, Any]]:
+def run_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """One cohort run as ``spec`` says (paths, workers | dask_workers, load), in this (fresh) process."""
+    if not spec.get("dask_workers"):
+        return _timed_run(spec["paths"], workers=spec["workers"], load=spec["load"])
     from distributed import LocalCluster
 
+    with LocalCluster(
+        n_workers=spec["dask_workers"],
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        silence_logs=40,
+    ) as cluster:
+        return _timed_run(spec["paths"], dask=cluster.scheduler_address, load=spec["load"])
+
+
+def _in_fresh_process(spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_config` in a new interpreter, as a user's run would be; nothing (idle Dask processes,
+    children reaped late) carries over from one run's CPU accounting to the next."""
+    import json
+    import subprocess
+
+    code = (
+        "import json, sys\nfrom tools.bench_cohort import run_config\n"
+        "print(json.dumps(run_config(json.loads(sys.stdin.read()))))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(spec), capture_output=True, text=True, cwd=root
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"cohort run failed: {out.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def cohort_table(args: Any) -> list[dict[str, Any]]:
     from l3edge.batch import default_workers
 
     workers = args.workers or default_workers()
     paths = [str(p) for p in cohort_series(args.workdir, args.cohort, matrix=args.matrix)]
-    load = {"model": args.model}
+    load = {"model": str(args.model) if args.model else None}
+    dask_name = f"Dask LocalCluster ({workers} processes x 1 thread)"
+    # Each Dask worker's inference gets one thread, as each pool worker's does (the cores shared out).
+    dask_load = {**load, "threads": max(1, default_workers() // workers)}
     configs: list[tuple[str, int, dict[str, Any]]] = [
-        ("in process (--workers 1)", 1, {"workers": 1, "load": load}),
-        (f"local pool (--workers {workers})", workers, {"workers": workers, "load": load}),
+        ("in process (--workers 1)", 1, {"paths": paths, "workers": 1, "load": load}),
+        (f"local pool (--workers {workers})", workers, {"paths": paths, "workers": workers, "load": load}),
+        (dask_name, workers, {"paths": paths, "dask_workers": workers, "load": dask_load}),
     ]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in configs}
-    dask_name = f"Dask LocalCluster ({workers} processes x 1 thread)"
-    runs[dask_name] = []
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
-    ) as cluster:
-        # Each worker's inference gets one thread, as each pool worker's does (the cores shared out).
-        dask_kw = {
-            "dask": cluster.scheduler_address,
-            "load": {**load, "threads": max(1, default_workers() // workers)},
-        }
-        for rep in range(args.repeat):
-            order = [*configs, (dask_name, workers, dask_kw)]
-            if rep % 2:
-                order.reverse()  # alternate the order, so drift on a shared machine hits every contender
-            for name, _, kw in order:
-                print(f"[bench] {name}, repetition {rep + 1} ...", file=sys.stderr)
-                runs[name].append(_timed_run(paths, **kw))
+    for rep in range(args.repeat):
+        # Alternate the order, so that drift on a shared machine hits every contender alike.
+        for name, _, spec in configs if rep % 2 == 0 else configs[::-1]:
+            print(f"[bench] {name}, repetition {rep + 1} ...", file=sys.stderr)
+            runs[name].append(_in_fresh_process(spec))
     rows = []
     base = statistics.median(r["wall_s"] for r in runs[configs[0][0]])
     pool = statistics.median(r["wall_s"] for r in runs[configs[1][0]])
-    for name, n_workers in [(c[0], c[1]) for c in configs] + [(dask_name, workers)]:
+    for name, n_workers, _ in configs:
         wall = statistics.median(r["wall_s"] for r in runs[name])
         rows.append(
             {
