@@ -116,10 +116,10 @@ class OVModel:
     """A compiled l3edge IR with one infer request. Safe to share between threads.
 
     An OpenVINO infer request runs one inference at a time (a second caller got ``RuntimeError('Infer Request
-    is busy')``, or another caller's output), so :meth:`run` holds a lock around it. A pool of requests
-    measured no better (``tools/bench.py --shared-locator``): the model is compiled for latency, so each run
-    already uses every inference thread, and concurrent runs only compete for the same cores. The work around
-    the model (reading, resampling, the fit) runs in parallel.
+    is busy')``, or another caller's output), so :meth:`run` holds a lock around it. A request per thread
+    measured no better (``tools/bench.py --shared-locator``, README "Many scans"): the model is compiled for
+    latency, so each run already uses every inference thread, and concurrent runs only compete for the same
+    cores. The work around the model (reading, resampling, the fit) runs in parallel.
     """
 
     def __init__(
