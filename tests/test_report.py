@@ -169,3 +169,17 @@ def test_page_renders_in_headless_chromium(results: Path, tmp_path: Path) -> Non
     assert thumb.mean() < 128 and thumb.std() > 20 and thumb.max() > 200
     page_bg = pixels[5:25, 1100:1190]
     assert page_bg.mean() > 200
+
+
+def test_report_is_a_leaf() -> None:
+    """The page needs results and pictures only: neither OpenVINO nor pydicom (nor dask) is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, l3edge.report, l3edge.cli.report\n"
+        "bad = [m for m in ('openvino', 'pydicom', 'dask', 'torch') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

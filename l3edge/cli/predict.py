@@ -63,7 +63,7 @@ def predict(
         str | None,
         typer.Option(
             envvar="L3EDGE_DASK",
-            help='Run on the Dask cluster at this scheduler address (pip install "l3edge[dask]"); the paths '
+            help="Run on the Dask cluster at this scheduler address (needs l3edge's dask extra); the paths "
             "must be readable by its workers.",
         ),
     ] = None,
