@@ -38,7 +38,7 @@ def _ms(t0: float) -> float:
 class L3Locator:
     """Finds the L3 slice in CT scans with one loaded model. Load once, call :meth:`predict` many times.
 
-    Not thread-safe (one OpenVINO infer request): use one locator per thread.
+    Thread-safe: threads may share one locator (its model runs take turns; see ``OVModel``).
     """
 
     def __init__(

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,26 @@ class ResultWriter:
             if size == 0:
                 self._append(_csv_text(list(CSV_COLUMNS)))
             else:
-                lines = self._existing_lines()
-                header = next(csv.reader([lines[0]])) if lines else []
-                if tuple(header) != CSV_COLUMNS:
+                try:
+                    self.check()
+                except UsageError:
                     self.close()
-                    raise UsageError(f"{self.path} exists with other columns; choose another --out file")
+                    raise
         return self
+
+    def check(self) -> None:
+        """Refuse an existing CSV file whose columns are not this version's (before anything runs).
+
+        Raises:
+            UsageError: the file has other columns.
+        """
+        if self.format != "csv" or not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        lines = self._existing_lines()
+        if not lines:  # nothing complete yet (open() cuts a partial line and writes the header)
+            return
+        if tuple(next(csv.reader([lines[0]]))) != CSV_COLUMNS:
+            raise UsageError(f"{self.path} exists with other columns; choose another --out file")
 
     def _cut_partial_line(self) -> None:
         if not self.path.is_file():
@@ -144,13 +159,21 @@ class ResultWriter:
             written += os.write(self._fd, data[written:])
         os.fsync(self._fd)
 
+    def _line(self, result: L3Result) -> str:
+        if self.format == "jsonl":
+            return json_line(result) + "\n"
+        row = csv_row(result)
+        return _csv_text([row[k] for k in CSV_COLUMNS])
+
     def write(self, result: L3Result) -> None:
         """Append one result as one complete line."""
-        if self.format == "jsonl":
-            self._append(json_line(result) + "\n")
-        else:
-            row = csv_row(result)
-            self._append(_csv_text([row[k] for k in CSV_COLUMNS]))
+        self._append(self._line(result))
+
+    def write_many(self, results: Iterable[L3Result]) -> None:
+        """Append the rows of one scan in a single write, so that a crash keeps all of them or none."""
+        text = "".join(self._line(r) for r in results)
+        if text:
+            self._append(text)
 
     def close(self) -> None:
         if self._fd is not None:

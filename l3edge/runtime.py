@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -112,7 +113,14 @@ def load_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
 
 
 class OVModel:
-    """A compiled l3edge IR with one infer request. Not thread-safe: use one per thread."""
+    """A compiled l3edge IR with one infer request. Safe to share between threads.
+
+    An OpenVINO infer request runs one inference at a time (a second caller got ``RuntimeError('Infer Request
+    is busy')``, or another caller's output), so :meth:`run` holds a lock around it. A request per thread
+    measured no better (``tools/bench.py --shared-locator``, README "Many scans"): the model is compiled for
+    latency, so each run already uses every inference thread, and concurrent runs only compete for the same
+    cores. The work around the model (reading, resampling, the fit) runs in parallel.
+    """
 
     def __init__(
         self,
@@ -137,6 +145,7 @@ class OVModel:
         self._config: dict[str, Any] = {}
         self._static_shape: tuple[int, ...] | None = None
         self._by_shape: dict[tuple[int, ...], ov.InferRequest] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def load(
@@ -213,13 +222,17 @@ class OVModel:
         return request
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run a float32 batch [B, C, H, W]; returns the raw output (e.g. [B, 2, K, 1]) as a new array."""
+        """Run a float32 batch [B, C, H, W]; returns the raw output (e.g. [B, 2, K, 1]) as a new array.
+
+        Thread-safe (one run at a time).
+        """
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if x.ndim != 4:
             raise ValueError(f"expected a [B, C, H, W] batch, got shape {x.shape}")
-        request = self._request_for(tuple(int(d) for d in x.shape))
-        request.infer({0: x})
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        with self._lock:  # one inference at a time on the one request (see the class docstring)
+            request = self._request_for(tuple(int(d) for d in x.shape))
+            request.infer({0: x})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     __call__ = run
 

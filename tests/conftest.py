@@ -95,3 +95,20 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data folder {SHARED} not present (only in the project's workplace)")
     return SHARED
+
+
+SMALL_PHANTOM = {"matrix": 128, "pixel_spacing_mm": 3.2, "slice_spacing_mm": 5.0, "slice_thickness_mm": 5.0}
+"""Small, quick phantoms (about a second each to write) that the bundled model still reads correctly."""
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Four small phantom DICOM series (three abdomen scans with L3, one chest scan without), written once."""
+    from l3edge.phantom import write_phantom
+
+    root = tmp_path_factory.mktemp("cohort")
+    scans = []
+    for seed, region in ((1, "abdomen"), (2, "abdomen"), (3, "chest"), (4, "abdomen")):
+        write_phantom(root / f"ph{seed}", seed, "dicom", region, **SMALL_PHANTOM)
+        scans.append(root / f"ph{seed}")
+    return scans

@@ -132,9 +132,10 @@ def test_predict_human_and_env_model(
     found, absent = dicom_series("found"), dicom_series("absent", band_rows=None)
     r = runner.invoke(app, ["predict", str(found), str(absent)])
     assert r.exit_code == 0, r.output
-    out = r.stdout.splitlines()
-    assert len(out) == 2 and "L3 at z =" in out[0] and "not found" in out[1]
-    assert "[1/2]" in r.stderr  # progress on stderr
+    out = sorted(r.stdout.splitlines())  # two workers: in the order they finish
+    assert len(out) == 2 and out[0].startswith(f"{absent}: L3 not found") and "L3 at z =" in out[1]
+    assert "[1/2]" in r.stderr and "[2/2]" in r.stderr  # progress on stderr
+    assert "2 scans in" in r.stderr and "1 found, 1 not found, 0 review, 0 errors" in r.stderr  # summary
 
 
 def test_unreadable_input_exit_3(
@@ -150,9 +151,10 @@ def test_unreadable_input_exit_3(
     assert (
         len(lines) == 1 and lines[0].startswith(f"l3edge: error: {missing}: ") and "Traceback" not in r.stderr
     )
-    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
-    assert [x["path"] for x in rows] == [str(missing), str(good)]
-    assert rows[0]["error"] and rows[0]["found"] is False and rows[1]["found"] is True
+    rows = {x["path"]: x for x in map(json.loads, out.read_text().splitlines())}
+    assert sorted(rows) == sorted([str(missing), str(good)])  # in the order they finished
+    assert rows[str(missing)]["error"] and rows[str(missing)]["found"] is False
+    assert rows[str(good)]["found"] is True
     assert len(_json_lines(r)) == 2
 
 
@@ -187,12 +189,13 @@ def test_out_and_resume(
     if suffix == ".csv":
         with out.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        assert (
-            rows[0]["found"] == "True" and rows[0]["error"] == "" and rows[0]["slice_index"] in ("18", "19")
-        )
+        (row_a,) = [x for x in rows if x["path"] == str(a)]
+        assert row_a["found"] == "True" and row_a["error"] == "" and row_a["slice_index"] in ("18", "19")
     else:
         rows = [json.loads(ln) for ln in out.read_text().splitlines()]
-    assert [x["path"] for x in rows] == [str(a), str(missing), str(b), str(missing)]
+    # Two workers: rows come in the order scans finish, each run's rows after the previous run's.
+    assert sorted(x["path"] for x in rows[:2]) == sorted([str(a), str(missing)])
+    assert sorted(x["path"] for x in rows[2:]) == sorted([str(b), str(missing)])
     assert out.read_text().endswith("\n")
 
 
@@ -291,3 +294,36 @@ def test_predict_level_and_levels(runner: CliRunner, dicom_series: Factory, tmp_
     assert r.exit_code == 0 and "L2 at z =" in r.stdout
     r = runner.invoke(app, ["predict", str(scan), "--model", str(xml), "--level", "S1"])
     assert r.exit_code == 2 and "places L2, L3, L4" in r.stderr and "Traceback" not in r.output
+
+
+def test_from_list_and_patterns(
+    runner: CliRunner, tiny_model: Path, dicom_series: Factory, tmp_path: Path
+) -> None:
+    a, b, c = dicom_series("scan_a"), dicom_series("scan_b"), dicom_series("other_c")
+    listing = tmp_path / "cohort.csv"
+    listing.write_text("path,note\nother_c,listed\nscan_a,listed twice: by the list and by the pattern\n")
+    out = tmp_path / "r.jsonl"
+    pattern, nothing = str(tmp_path / "scan_*"), str(tmp_path / "nothing_*")
+    args = [
+        "predict",
+        pattern,
+        nothing,
+        "--from-list",
+        str(listing),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+    ]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 3, r.output
+    rows = {d["path"]: d for d in map(json.loads, out.read_text().splitlines())}
+    assert sorted(rows) == sorted([str(c), str(a), str(b), nothing])  # a once
+    assert rows[nothing]["error"] == f"{nothing}: no file or folder matches this pattern"
+    assert f"l3edge: error: {nothing}: no file or folder matches this pattern" in r.stderr
+    r = runner.invoke(app, ["predict", "--model", str(tiny_model)])
+    assert r.exit_code == 2 and "no scans given" in r.stderr
+    r = runner.invoke(
+        app, ["predict", "--from-list", str(tmp_path / "absent.txt"), "--model", str(tiny_model)]
+    )
+    assert r.exit_code == 2 and "cannot read the list" in r.stderr

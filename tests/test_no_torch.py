@@ -14,6 +14,7 @@ def test_cli_does_not_import_torch() -> None:
         "import sys\n"
         "import importlib, importlib.util\n"
         "import l3edge, l3edge.cli, l3edge.locator, l3edge.runtime, l3edge.qa, l3edge.output\n"
+        "import l3edge.batch, l3edge.pool, l3edge.inputs, l3edge.report\n"
         "for name in ('l3edge.scan', 'l3edge.dicom', 'l3edge.nifti', 'l3edge.phantom'):\n"
         "    if importlib.util.find_spec(name) is not None:\n"
         "        importlib.import_module(name)\n"
@@ -23,6 +24,7 @@ def test_cli_does_not_import_torch() -> None:
         "r = CliRunner().invoke(l3edge.cli.app, ['predict', '--help'])\n"
         "assert r.exit_code == 0, r.output\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'dask' not in sys.modules and 'distributed' not in sys.modules, 'dask was imported'\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

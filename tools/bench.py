@@ -10,6 +10,11 @@ and the ratios between them (the CNN speed-up of the main model alone, and with 
 added). Timings on a shared machine are noisy: compare ratios from the same run.
 
     python -m tools.bench --slices 500 1200 [--model M.xml] [--parent vgg16.pt] [--threads 2]
+
+Many scans (tools/bench_cohort.py; these replace the stage table):
+
+    python -m tools.bench --cohort 40 [--workers 2] [--matrix 512] [--repeat 3]   # 1 worker / pool / Dask
+    python -m tools.bench --shared-locator 1 2 4 8 [--scans 24] [--in-memory]   # threads on one locator
 """
 
 from __future__ import annotations
@@ -119,7 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, help="where phantom series are written (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
+    ap.add_argument("--cohort", type=int, help="N phantom series: 1 worker, all workers, Dask LocalCluster")
+    ap.add_argument("--workers", type=int, help="workers of the pool and the Dask cluster (default: cores)")
+    ap.add_argument("--matrix", type=int, default=512, help="slice matrix of the cohort's phantoms")
+    ap.add_argument(
+        "--shared-locator", type=int, nargs="+", help="thread counts: one shared locator vs one per thread"
+    )
+    ap.add_argument("--scans", type=int, default=24, help="scans per --shared-locator run")
+    ap.add_argument(
+        "--in-memory", action="store_true", help="--shared-locator on in-memory MIPs (the model stages alone)"
+    )
     args = ap.parse_args(argv)
+    if args.cohort or args.shared_locator:
+        return _many_scans(args)
 
     from l3edge.locator import L3Locator
     from l3edge.preprocess import normalize, to_model_space
@@ -193,6 +210,26 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['baseline_cnn_s']:.1f} ({r['baseline_windows']}) | {r['cnn_speedup']:.0f}x "
             f"| {r['cnn_refine_speedup']:.0f}x |"
         )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def _many_scans(args: argparse.Namespace) -> int:
+    from tools.bench_cohort import cohort_table, shared_locator_table
+
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="l3edge-bench-")
+        args.workdir = Path(tmp.name)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list[dict]] = {}
+    if args.cohort:
+        rows["cohort"] = cohort_table(args)
+    if args.shared_locator:
+        rows["shared_locator"] = shared_locator_table(args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if tmp is not None:

@@ -38,13 +38,18 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
-def error(where: object, message: object) -> None:
-    """The one line a user error gets on stderr."""
+def error_line(where: object, message: object) -> str:
+    """The one line a user error gets: ``l3edge: error: <where>: <message>``."""
     text = " ".join(str(message).split())  # one line, whatever the message
     prefix = f"{where}: "
     if text.startswith(prefix):  # readers already name the path
         text = text[len(prefix) :]
-    typer.echo(f"l3edge: error: {where}: {text}", err=True)
+    return f"l3edge: error: {where}: {text}"
+
+
+def error(where: object, message: object) -> None:
+    """The one line a user error gets on stderr."""
+    typer.echo(error_line(where, message), err=True)
 
 
 def fail(where: object, exc: L3EdgeError) -> typer.Exit:

@@ -1,67 +1,35 @@
-"""``l3edge predict``: locate L3 in each scan, one result line per scan."""
+"""``l3edge predict``: locate L3 in each scan, one result line per scan (a thin layer on ``l3edge.batch``)."""
 
 from __future__ import annotations
 
 import os
-import sys
-import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
 from l3edge.cli.common import (
-    EXIT_INPUT,
-    EXIT_OK,
     EXIT_USAGE,
     Mode,
     ModelOpt,
     Precision,
     VerboseOpt,
     error,
+    error_line,
     fail,
     human,
-    log,
     setup_logging,
 )
-from l3edge.errors import L3EdgeError, ModelError, UsageError
+from l3edge.errors import ModelError, UsageError
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from l3edge.locator import L3Locator
-    from l3edge.series import Projection
-
-
-def _load_while_reading(
-    load: Callable[[], L3Locator], first: Path | None, series: str | None
-) -> tuple[L3Locator, Projection | Exception | None]:
-    """Load the model in a background thread while the main thread reads the first scan.
-
-    OpenVINO releases the GIL while it compiles, so a one-scan run costs about max(load, read) instead of
-    their sum. Returns (locator, the first scan's projection or the error reading it raised, which the scan
-    loop re-raises so that it is reported like any other scan's error).
-
-    Raises:
-        ModelError, UsageError: from ``load``.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="l3edge-load") as pool:
-        future = pool.submit(load)
-        prefetched: Projection | Exception | None = None
-        if first is not None:
-            from l3edge.scan import read_projection
-
-            try:
-                prefetched = read_projection(first, series_uid=series)
-            except Exception as exc:  # noqa: BLE001 - re-raised in the scan loop
-                prefetched = exc
-        return future.result(), prefetched
+EXIT_INTERRUPTED = 130
 
 
 def predict(
-    paths: Annotated[list[Path], typer.Argument(help="DICOM folders or NIfTI files, one scan each.")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="DICOM folders or NIfTI files, one scan each; glob patterns are expanded."),
+    ] = None,
     model: ModelOpt = None,
     stride: Annotated[int | None, typer.Option(min=1, help="Window stride in model pixels.")] = None,
     series: Annotated[
@@ -75,8 +43,39 @@ def predict(
     resume: Annotated[
         bool, typer.Option(help="Skip scans that already have an error-free row in --out.")
     ] = False,
+    from_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-list",
+            help="Also run the scans listed in this file: one path per line, or a .csv with a 'path' "
+            "column (relative paths are relative to the file).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes, one model each (default: the number of cores, at most the number of "
+            "scans); 1 runs in this process.",
+        ),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            envvar="L3EDGE_DASK",
+            help="Run on the Dask cluster at this scheduler address (needs l3edge's dask extra); the paths "
+            "must be readable by its workers.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Seconds per scan; a scan taking longer is reported as an error."),
+    ] = None,
     device: Annotated[str, typer.Option(help="OpenVINO device.")] = "CPU",
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for inference.")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="CPU threads for inference, per worker (default: the cores shared out)."),
+    ] = None,
     mode: Annotated[
         Mode, typer.Option(help="strip: whole MIP at once; window: window by window.")
     ] = Mode.auto,
@@ -89,99 +88,88 @@ def predict(
     ] = True,
     level: Annotated[
         str | None,
-        typer.Option(
-            help="Vertebral level the result describes (default: the model's, L3), e.g. T12, L1, S1."
-        ),
+        typer.Option(help="Vertebral level the result describes (default: the model's, L3): T12, L1, S1..."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, lines or summary.")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Locate L3 in each scan: one result line per scan."""
     setup_logging(verbose)
-    from l3edge.locator import L3Locator
+    from l3edge import batch
+    from l3edge.cli.progress import Progress, choose_mode
     from l3edge.output import ResultWriter, json_line
-    from l3edge.result import L3Result
-    from l3edge.runtime import resolve_model
+    from l3edge.runtime import load_metadata, resolve_model
 
     if resume and out is None:
         error("--resume", "needs --out FILE to know which scans are done")
         raise typer.Exit(EXIT_USAGE)
+    if dask is not None and not dask.strip():
+        dask = None  # an empty L3EDGE_DASK means no cluster
+    if dask is not None and workers is not None:
+        error("--workers", "is for local processes; with --dask the cluster's workers run the scans")
+        raise typer.Exit(EXIT_USAGE)
     try:
-        writer = ResultWriter(out) if out is not None else None
+        scans = batch.collect_paths(paths or [], from_list)
     except UsageError as exc:
-        raise fail(out, exc) from None
-    done: set[str] = set()
-    if writer is not None and resume:
+        raise fail(from_list, exc) from None
+    if not scans:
+        error("predict", "no scans given: pass folders, files or glob patterns, or --from-list FILE")
+        raise typer.Exit(EXIT_USAGE)
+    if out is not None:
         try:
-            done = writer.done_paths()
+            ResultWriter(out).check()
         except UsageError as exc:
             raise fail(out, exc) from None
-    first = next((p for p in paths if os.path.abspath(p) not in done), None)
+    load: dict[str, Any] = dict(
+        model=model,
+        device=device,
+        threads=threads,
+        stride=stride,
+        mode=mode.value,
+        inference_precision=precision.value if precision else None,
+        refine=refine,
+    )
+    options: dict[str, Any] = {"series_uid": series, "qa_dir": os.path.abspath(qa) if qa else None}
     where: object = model if model is not None else "model"
     try:
         where = resolve_model(model).path
-        locator, prefetched = _load_while_reading(
-            lambda: L3Locator.load(
-                model,
-                device=device,
-                threads=threads,
-                stride=stride,
-                mode=mode.value,
-                inference_precision=precision.value if precision else None,
-                refine=refine,
-            ),
-            first,
-            series,
+        if level is not None:  # a level the model does not place is a usage error, before any scan
+            known = load_metadata(where).model_levels
+            if level.upper() not in known:
+                raise UsageError(f"--level: this model places {', '.join(known)}, not {level!r}")
+            options["level"] = level.upper()
+        options = {k: v for k, v in options.items() if v is not None}
+        run = batch.run(
+            scans,
+            load=load,
+            options=options,
+            workers=workers,
+            dask=dask,
+            timeout=timeout,
+            out=out,
+            resume=resume,
         )
     except ModelError as exc:
         raise fail(where, exc) from None
     except UsageError as exc:
         raise fail("arguments", exc) from None
+    progress = Progress(run.summary, choose_mode(len(run.paths), quiet, as_json))
     try:
-        level = locator.check_level(level)
-    except UsageError as exc:
-        raise fail("--level", exc) from None
-    if writer is not None:
-        try:
-            writer.open()
-        except UsageError as exc:
-            raise fail(out, exc) from None
-    progress = len(paths) > 1 and not as_json and not quiet
-    model_info = {"name": locator.metadata.name, "version": locator.metadata.version}
-    code = EXIT_OK
-    try:
-        for i, path in enumerate(paths, 1):
-            if os.path.abspath(path) in done:
-                log.info("%s: already in %s, skipped (--resume)", path, out)
-                continue
-            if progress:
-                typer.echo(f"[{i}/{len(paths)}] {path}", err=True)
-            try:
-                if path is first and prefetched is not None:
-                    projection, prefetched = prefetched, None
-                    if isinstance(projection, BaseException):
-                        raise projection
-                    result = locator.predict_projection(projection, qa_dir=qa, path=str(path), level=level)
-                else:
-                    result = locator.predict(path, series_uid=series, qa_dir=qa, level=level)
-            except L3EdgeError as exc:
-                error(path, exc)
-                result = L3Result.failure(str(path), " ".join(str(exc).split()), model_info, level)
-                code = max(code, exc.exit_code)
-            except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a batch
-                message = f"{type(exc).__name__}: {exc}"
-                error(path, message)
-                if verbose:
-                    traceback.print_exc(file=sys.stderr)
-                result = L3Result.failure(str(path), " ".join(message.split()), model_info, level)
-                code = max(code, EXIT_INPUT)
-            if as_json:
-                typer.echo(json_line(result))
-            elif result.error is None:
-                typer.echo(human(result))
-            if writer is not None:
-                writer.write(result)
-    finally:
-        if writer is not None:
-            writer.close()
-    raise typer.Exit(code)
+        with run, progress:
+            for outcome in run.scans():
+                for result in outcome.results:
+                    if result.error is not None:
+                        progress.echo(error_line(result.path, result.error), err=True)
+                    elif not as_json:
+                        progress.echo(human(result))
+                    if as_json:
+                        progress.echo(json_line(result))
+                if verbose and outcome.traceback:
+                    progress.echo(outcome.traceback.rstrip("\n"), err=True)
+                progress.advance(outcome)
+    except KeyboardInterrupt:
+        done = f"{run.summary.scans} scans written to {out}; --resume continues" if out else "stopped"
+        typer.echo(f"l3edge: interrupted: {done}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    progress.print_summary()
+    raise typer.Exit(run.exit_code)

@@ -1,0 +1,316 @@
+"""The review page: one self-contained HTML file over a results file, for a person checking a cohort's picks.
+
+A leaf that takes results (rows of ``--out``, .jsonl or .csv) and the QA pictures they name (``--qa``); no
+model, no network. Each scan gets a card: a thumbnail of its QA picture (the MIP with the level, the axial
+slice there), its result and confidence. Scans flagged ``review`` come first, then errors, then not found,
+then the rest; each group by ascending confidence. A filter box (text and status) and the counts sit at the
+top; ``report.html#q=TEXT`` opens it filtered. Thumbnails are embedded (JPEG data URIs; the page is one file)
+or, with ``embed=False``, written beside it in ``<name>_thumbs/`` (smaller page for large cohorts). A
+thumbnail links to its full QA picture (relative path, so the folder can move as a whole). Once its script
+has run, the page's root element carries ``data-ready``, ``data-shown`` (cards shown) and ``data-thumbs``
+(thumbnails decoded / total), for checks in a headless browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from l3edge.errors import InputError, UsageError
+
+THUMB_HEIGHT_PX = 220
+STATUS_ORDER = ("review", "error", "not found", "found")
+
+
+@dataclass(frozen=True)
+class ReportInfo:
+    """What :func:`write_report` wrote."""
+
+    path: Path
+    rows: int
+    """Cards on the page."""
+    counts: dict[str, int]
+    """Cards per status (``review``, ``error``, ``not found``, ``found``)."""
+    pictures: int
+    """Cards with a thumbnail."""
+    missing_pictures: int
+    """Cards whose row names a QA picture that cannot be read (or names none)."""
+
+
+def _bool(v: Any) -> bool:
+    return v is True or str(v).strip().lower() in ("true", "1", "yes")
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return float(v) if v not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a results file (.jsonl/.ndjson or .csv), as dicts; an incomplete last line is ignored.
+
+    Raises:
+        InputError: the file cannot be read, or a line is not a result.
+    """
+    where = Path(path)
+    try:
+        text = where.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise InputError(f"{where}: cannot read the results file: {why}") from exc
+    complete = text[: text.rfind("\n") + 1] if not text.endswith("\n") else text  # a killed run's last line
+    rows: list[dict[str, Any]] = []
+    if where.suffix.lower() == ".csv":
+        for row in csv.DictReader(io.StringIO(complete)):
+            d: dict[str, Any] = dict(row)
+            d["warnings"] = [w for w in (row.get("warnings") or "").split("; ") if w]
+            rows.append(d)
+    else:
+        for i, line in enumerate(complete.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except ValueError:
+                raise InputError(
+                    f"{where}: line {i} is not JSON; pass a --out file of l3edge predict"
+                ) from None
+            if not isinstance(d, dict) or "path" not in d:
+                raise InputError(f"{where}: line {i} is not an l3edge result (no 'path')")
+            rows.append(d)
+    for d in rows:
+        d["found"], d["review"] = _bool(d.get("found")), _bool(d.get("review"))
+        d["error"] = d.get("error") or None
+        d["confidence"] = _float(d.get("confidence"))
+    return rows
+
+
+def latest(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One card per scan (per series for inputs with several): a scan retried by ``--resume`` shows its
+    successful rows, one that never succeeded its last error."""
+    good: dict[str, dict[str, dict[str, Any]]] = {}
+    bad: dict[str, dict[str, Any]] = {}
+    for d in rows:
+        p = str(d["path"])
+        if d["error"] is None:
+            good.setdefault(p, {})[str(d.get("series_instance_uid") or "")] = d
+        else:
+            bad[p] = d
+    out = [d for series in good.values() for d in series.values()]
+    return out + [d for p, d in bad.items() if p not in good]
+
+
+def status(d: dict[str, Any]) -> str:
+    if d["review"]:
+        return "review"
+    if d["error"] is not None:
+        return "error"
+    return "found" if d["found"] else "not found"
+
+
+def sort_key(d: dict[str, Any]) -> tuple[int, float, str]:
+    conf = d["confidence"] if d["confidence"] is not None else -1.0
+    return STATUS_ORDER.index(status(d)), conf, str(d["path"])
+
+
+def _qa_file(d: dict[str, Any], results_dir: Path) -> Path | None:
+    q = d.get("qa_path")
+    if not q:
+        return None
+    p = Path(q)
+    for candidate in (p, results_dir / p) if not p.is_absolute() else (p,):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _thumbnail(png: Path, height: int) -> bytes | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(png) as opened:
+            rgb = opened.convert("RGB")
+        scale = height / max(rgb.height, 1)
+        small = rgb.resize((max(1, round(rgb.width * scale)), height), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        small.save(buf, format="JPEG", quality=85)
+        return buf.getvalue()
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
+def _fmt(v: Any, spec: str = "") -> str:
+    if v is None or v == "":
+        return "-"
+    try:
+        return format(float(v), spec) if spec else str(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _card(d: dict[str, Any], img: str | None, link: str | None) -> str:
+    e = html.escape
+    st = status(d)
+    path = str(d["path"])
+    name = os.path.basename(path.rstrip("/\\")) or path
+    if d["error"] is not None:
+        detail = f'<p class="err">{e(str(d["error"]))}</p>'
+    elif d["found"]:
+        detail = (
+            f"<p>{e(str(d.get('level') or 'L3'))} at z = {_fmt(d.get('z_mm'), '.1f')} mm, slice index "
+            f"{_fmt(d.get('slice_index'))} (instance {_fmt(d.get('instance_number'))}) of "
+            f"{_fmt(d.get('n_slices'))}</p>"
+        )
+    else:
+        presence = _fmt(d.get("presence"), ".2f")
+        detail = f"<p>not found in {_fmt(d.get('n_slices'))} slices (presence {presence})</p>"
+    warnings = d.get("warnings") or []
+    warn = "".join(f"<li>{e(str(w))}</li>" for w in warnings)
+    missing = "QA picture missing" if d.get("qa_path") else "no QA picture (predict --qa DIR)"
+    picture = (
+        f'<img src="{e(img)}" alt="QA picture of {e(name)}">'
+        if img
+        else f'<div class="noimg">{missing}</div>'
+    )
+    if img and link:
+        picture = f'<a href="{e(link)}">{picture}</a>'
+    conf = "" if d["error"] is not None else f"<p>confidence {_fmt(d['confidence'], '.2f')}</p>"
+    text = " ".join([path, st, str(d.get("error") or ""), *map(str, warnings)]).lower()
+    return (
+        f'<article class="card {st.replace(" ", "-")}" data-status="{e(st)}" data-text="{e(text)}">'
+        f'{picture}<div><h2>{e(name)} <span class="badge">{e(st)}</span></h2>'
+        f'<p class="path">{e(path)}</p>{detail}{conf}'
+        f"{'<ul>' + warn + '</ul>' if warn else ''}</div></article>"
+    )
+
+
+_CSS = (
+    """
+body{font:14px system-ui,sans-serif;margin:0;background:#f4f4f4;color:#222}
+header{position:sticky;top:0;background:#fff;padding:8px 16px;border-bottom:1px solid #ccc;z-index:1}
+h1{font-size:18px;margin:4px 0} #count{margin:4px 0}
+input,select{font-size:14px;padding:3px} input{width:24em}
+main{display:flex;flex-wrap:wrap;gap:10px;padding:10px}
+.card{background:#fff;border:1px solid #ccc;border-left:6px solid #4a4;padding:6px;display:flex;gap:8px;
+max-width:100%}
+.card.review{border-left-color:#e80}.card.error{border-left-color:#d22}.card.not-found{border-left-color:#888}
+.card img{height:"""
+    + str(THUMB_HEIGHT_PX)
+    + """px;display:block;background:#000}
+.noimg{width:140px;text-align:center;height:"""
+    + str(THUMB_HEIGHT_PX)
+    + """px;background:#ddd;display:flex;align-items:center;
+justify-content:center;color:#666}
+h2{font-size:15px;margin:2px 0}.badge{font-size:12px;background:#eee;border-radius:4px;padding:1px 5px}
+.path{color:#666;font-size:12px;word-break:break-all;max-width:28em}.err{color:#b00;max-width:28em}
+ul{margin:2px 0;padding-left:18px;max-width:28em;color:#850}p{margin:3px 0}
+"""
+)
+
+_JS = """
+(function(){
+  var cards=[].slice.call(document.querySelectorAll('article.card'));
+  var q=document.getElementById('q'), s=document.getElementById('status');
+  var shown=document.getElementById('shown');
+  function apply(){
+    var text=q.value.trim().toLowerCase(), st=s.value, n=0;
+    cards.forEach(function(c){
+      var ok=(!st||c.dataset.status===st)&&(!text||c.dataset.text.indexOf(text)>=0);
+      c.hidden=!ok; if(ok){n++;}
+    });
+    shown.textContent=n; document.documentElement.dataset.shown=n;
+  }
+  var m=/[#&]q=([^&]*)/.exec(location.hash); if(m){q.value=decodeURIComponent(m[1]);}
+  var m2=/[#&]status=([^&]*)/.exec(location.hash); if(m2){s.value=decodeURIComponent(m2[1]);}
+  q.addEventListener('input',apply); s.addEventListener('change',apply); apply();
+  var imgs=[].slice.call(document.querySelectorAll('article img'));
+  Promise.all(imgs.map(function(i){return i.decode().then(function(){return 1;},function(){return 0;});}))
+    .then(function(r){
+      var ok=r.reduce(function(a,b){return a+b;},0);
+      var d=document.documentElement.dataset;
+      d.thumbs=ok+'/'+imgs.length;
+      if(imgs.length){var b=imgs[0].getBoundingClientRect();
+        d.firstThumb=[b.left,b.top,b.width,b.height].map(Math.round).join(',');}
+      d.ready='1';
+    });
+})();
+"""
+
+
+def render(rows: list[dict[str, Any]], images: list[tuple[str | None, str | None]], title: str) -> str:
+    """The page for ``rows`` (already sorted) and their (thumbnail src, full picture link)."""
+    e = html.escape
+    counts = {k: sum(status(d) == k for d in rows) for k in STATUS_ORDER}
+    summary = ", ".join(f"{counts[k]} {k}" for k in STATUS_ORDER)
+    options = "".join(f'<option value="{k}">{k} ({counts[k]})</option>' for k in STATUS_ORDER)
+    cards = "\n".join(_card(d, img, link) for d, (img, link) in zip(rows, images, strict=True))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{e(title)}</h1>"
+        f'<p id="count"><b>{len(rows)} scans</b>: {e(summary)}. '
+        f'Showing <span id="shown">{len(rows)}</span>.</p>'
+        '<input id="q" type="search" placeholder="filter: path, status, warning, error" autofocus> '
+        f'<select id="status"><option value="">all statuses</option>{options}</select></header>'
+        f"<main>\n{cards}\n</main><script>{_JS}</script></body></html>\n"
+    )
+
+
+def write_report(
+    results: str | os.PathLike[str],
+    html_path: str | os.PathLike[str],
+    embed: bool = True,
+    title: str | None = None,
+) -> ReportInfo:
+    """Write the review page of the results file ``results`` to ``html_path`` (atomically).
+
+    Raises:
+        InputError: the results file cannot be read.
+        UsageError: ``html_path`` cannot be written.
+    """
+    src, dst = Path(results), Path(html_path)
+    if dst.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"the report must be an .html file, not {dst.name!r}")
+    if not dst.parent.is_dir():
+        raise UsageError(f"the folder of {dst} does not exist")
+    rows = sorted(latest(read_results(src)), key=sort_key)
+    thumbs_dir = dst.with_name(dst.stem + "_thumbs")
+    if not embed and thumbs_dir.is_dir():
+        for old in thumbs_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].jpg"):  # an earlier report's
+            old.unlink()
+    images: list[tuple[str | None, str | None]] = []
+    for i, d in enumerate(rows):
+        png = _qa_file(d, src.parent)
+        jpeg = _thumbnail(png, THUMB_HEIGHT_PX) if png is not None else None
+        if png is None or jpeg is None:
+            images.append((None, None))
+            continue
+        link = Path(os.path.relpath(png.resolve(), dst.parent.resolve())).as_posix()
+        if embed:
+            images.append(("data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"), link))
+        else:
+            thumbs_dir.mkdir(exist_ok=True)
+            name = f"{i:06d}.jpg"
+            (thumbs_dir / name).write_bytes(jpeg)
+            images.append((f"{thumbs_dir.name}/{name}", link))
+    page = render(rows, images, title or f"l3edge review: {src.name}")
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {dst}: {exc.strerror or exc}") from exc
+    counts = {k: sum(status(d) == k for d in rows) for k in STATUS_ORDER}
+    pictures = sum(img is not None for img, _ in images)
+    return ReportInfo(dst, len(rows), counts, pictures, len(rows) - pictures)
