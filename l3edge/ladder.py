@@ -68,6 +68,8 @@ class LevelFit:
     """|row - ladder_row| in pitches (NaN when there is no ladder)."""
     source: str
     """``model`` (its own ramp fit), ``ladder`` (interpolated between found neighbours) or ``none``."""
+    spread: float = math.nan
+    """How far apart the rows implied by the windows of its ramp lie (``RampFit.spread``), rows."""
 
     @property
     def outlier(self) -> bool:
@@ -175,7 +177,7 @@ def fit_ladder(
         pitch = (scale if math.isfinite(scale) else b0) * 33.0
         if f.found:
             off = abs(f.row - lr) / pitch if math.isfinite(lr) else math.nan
-            out[name] = LevelFit(name, True, f.row, f.presence, f.ramp_r, lr, off, "model")
+            out[name] = LevelFit(name, True, f.row, f.presence, f.ramp_r, lr, off, "model", f.spread)
         elif math.isfinite(lr) and found_idx and found_idx[0] < i < found_idx[-1]:
             out[name] = LevelFit(name, True, lr, f.presence, f.ramp_r, lr, 0.0, "ladder")
         else:

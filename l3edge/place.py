@@ -9,8 +9,9 @@ same row in both. The answer uses the mean of the two predictions per window; ho
 answers lie is one input of the confidence (an unsure model is unstable under mirroring).
 
 Confidence of a level, in [0, 1]: its mean presence over the fitted ramp, times the ramp correlation, times
-how well it agrees with the ladder of the other levels, with its mirrored answer and (lumbar levels) whether
-the count from the last rib and the count from the sacrum agree. ``review`` is set when the confidence is
+how closely the windows of that ramp agree on one row, how well the level agrees with the ladder of the other
+levels and with its mirrored answer, and (lumbar levels) whether the count from the last rib and the count
+from the sacrum agree. ``review`` is set when the confidence is
 below the model's ``review_below``, when the counts disagree, or when the level was only interpolated.
 """
 
@@ -31,6 +32,8 @@ from l3edge.sliding import RunFn, predict_images
 RefineFn = Callable[[list[float]], list[float]]
 """Coarse patient z of several levels -> refined z (unchanged where the refiner does not agree)."""
 FLIP_SD_MM = 10.0
+SPREAD_SD_MM = 12.0
+"""Scale of the windows' disagreement (``RampFit.spread``) at which the confidence falls to 0.61."""
 LADDER_SD_PITCH = 0.25
 NO_LADDER = 0.7
 """Confidence factor of a multi-level model's level that has too few found neighbours to be checked."""
@@ -166,7 +169,7 @@ def place_levels(
     out = {}
     multi = len(levels) > 1
     for m, f in lad.levels.items():
-        conf = _confidence(lad, m, shift.get(m), multi)
+        conf = _confidence(lad, m, shift.get(m), multi, mm)
         if m not in z_coarse:
             out[m] = PlacedLevel(m, False, None, None, 0.0, f.presence, f.ramp_r, f.source)
             continue
@@ -188,9 +191,13 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
-def _confidence(lad: Ladder, name: str, mirror_shift_mm: float | None, multi: bool) -> float:
+def _confidence(
+    lad: Ladder, name: str, mirror_shift_mm: float | None, multi: bool, mm_per_px: float
+) -> float:
     f = lad.levels[name]
     c = f.presence * max(f.ramp_r, 0.0)
+    if math.isfinite(f.spread):
+        c *= math.exp(-0.5 * (f.spread * mm_per_px / SPREAD_SD_MM) ** 2)
     if multi:
         if f.source == "ladder":
             c = max(c, 0.5) * INTERPOLATED

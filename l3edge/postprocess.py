@@ -28,6 +28,10 @@ class RampFit:
     """Mean presence probability over the best run."""
     n_windows: int
     """Windows that went into the fit."""
+    spread: float = 0.0
+    """Standard deviation of the L3 rows that the run's windows imply (window top + offset), in rows: 0 when
+    every window points at the same row. A ramp can correlate perfectly with the ideal one while its slope
+    is off (offsets falling by 0.75 a row instead of 1), which an unsure model does; the spread shows it."""
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -78,6 +82,7 @@ def fit_ramp(
     inside = (os_ >= 0) & (os_ < window_height)
     w = ps * inside if np.any(inside) and ps[inside].sum() > 0 else np.ones_like(ps)
     row = float(np.sum(w * absolute) / np.sum(w))
+    spread = float(np.sqrt(np.sum(w * (absolute - row) ** 2) / np.sum(w)))
     presence = float(mean_p[i])
     ramp_r = float(r[i])
     return RampFit(
@@ -87,6 +92,7 @@ def fit_ramp(
         ramp_r=ramp_r,
         presence=presence,
         n_windows=n,
+        spread=spread,
     )
 
 
