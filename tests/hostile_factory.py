@@ -350,7 +350,7 @@ KINDS: tuple[Hostile, ...] = (
     Hostile("secondary_capture", secondary_capture, 3, "secondary capture"),
     Hostile("mr_only", mr_only, 3, "modality MR"),
     Hostile("pet_only", pet_only, 3, "modality PT"),
-    Hostile("two_equal_ct_series", two_equal_series, 0, "have 8 slices"),
+    Hostile("two_equal_ct_series", two_equal_series, 0, "2 candidate series"),
     Hostile("duplicated_slices", duplicated_slices, 0, "repeat the position"),
     Hostile("small_gap", small_gap, 0, "missing slices"),
     Hostile("large_gap", large_gap, 3, "series is unusable: a gap of 24.0 mm"),

@@ -30,17 +30,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from l3edge.locator import L3Locator
-    from l3edge.series import Projection
+    from l3edge.scan import Scan
 
 
 def _load_while_reading(
-    load: Callable[[], L3Locator], first: Path | None, series: str | None
-) -> tuple[L3Locator, Projection | Exception | None]:
+    load: Callable[[], L3Locator], first: Path | None, series: str | None, threads: int | None
+) -> tuple[L3Locator, Scan | Exception | None]:
     """Load the model in a background thread while the main thread reads the first scan.
 
     OpenVINO releases the GIL while it compiles, so a one-scan run costs about max(load, read) instead of
-    their sum. Returns (locator, the first scan's projection or the error reading it raised, which the scan
-    loop re-raises so that it is reported like any other scan's error).
+    their sum. Returns (locator, the first scan opened with its preferred series read, or the error opening
+    it raised, which the scan loop re-raises so that it is reported like any other scan's error).
 
     Raises:
         ModelError, UsageError: from ``load``.
@@ -49,12 +49,12 @@ def _load_while_reading(
 
     with ThreadPoolExecutor(1, thread_name_prefix="l3edge-load") as pool:
         future = pool.submit(load)
-        prefetched: Projection | Exception | None = None
+        prefetched: Scan | Exception | None = None
         if first is not None:
-            from l3edge.scan import read_projection
+            from l3edge.scan import open_scan
 
             try:
-                prefetched = read_projection(first, series_uid=series)
+                prefetched = open_scan(first, None if series == "all" else series, threads).prefetch()
             except Exception as exc:  # noqa: BLE001 - re-raised in the scan loop
                 prefetched = exc
         return future.result(), prefetched
@@ -65,7 +65,11 @@ def predict(
     model: ModelOpt = None,
     stride: Annotated[int | None, typer.Option(min=1, help="Window stride in model pixels.")] = None,
     series: Annotated[
-        str | None, typer.Option(help="SeriesInstanceUID to use in a multi-series folder.")
+        str | None,
+        typer.Option(
+            help="SeriesInstanceUID to use in a multi-series study, or 'all' for one result per candidate "
+            "series (default: the one that shows L3 best)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per scan on stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Append results to this .csv or .jsonl file.")] = None,
@@ -76,7 +80,18 @@ def predict(
         bool, typer.Option(help="Skip scans that already have an error-free row in --out.")
     ] = False,
     device: Annotated[str, typer.Option(help="OpenVINO device.")] = "CPU",
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for inference.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads for decoding and inference (default: every CPU).")
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Copy each scan's L3 slice (its DICOM file, or a 2D NIfTI) and a PNG into DIR/<scan name>/."
+        ),
+    ] = None,
+    export_neighbours: Annotated[
+        int, typer.Option(min=0, help="With --export: also this many slices on each side.")
+    ] = 0,
     mode: Annotated[
         Mode, typer.Option(help="strip: whole MIP at once; window: window by window.")
     ] = Mode.auto,
@@ -110,6 +125,12 @@ def predict(
             done = writer.done_paths()
         except UsageError as exc:
             raise fail(out, exc) from None
+    if export is not None:
+        try:
+            export.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            error(export, f"cannot create the --export folder ({exc.strerror})")
+            raise typer.Exit(EXIT_USAGE) from None
     first = next((p for p in paths if os.path.abspath(p) not in done), None)
     where: object = model if model is not None else "model"
     try:
@@ -126,6 +147,7 @@ def predict(
             ),
             first,
             series,
+            threads,
         )
     except ModelError as exc:
         raise fail(where, exc) from None
@@ -146,31 +168,45 @@ def predict(
                 continue
             if progress:
                 typer.echo(f"[{i}/{len(paths)}] {path}", err=True)
+            reported = False  # the scan's error line is already out
             try:
+                scan: Path | Scan = path
                 if path is first and prefetched is not None:
-                    projection, prefetched = prefetched, None
-                    if isinstance(projection, BaseException):
-                        raise projection
-                    result = locator.predict_projection(projection, qa_dir=qa, path=str(path))
+                    opened, prefetched = prefetched, None
+                    if isinstance(opened, BaseException):
+                        raise opened
+                    scan = opened
+                if series == "all":
+                    results = locator.predict_all(
+                        scan, qa_dir=qa, export_dir=export, export_neighbours=export_neighbours
+                    )
                 else:
-                    result = locator.predict(path, series_uid=series, qa_dir=qa)
+                    results = [
+                        locator.predict(
+                            scan, series, qa_dir=qa, export_dir=export, export_neighbours=export_neighbours
+                        )
+                    ]
             except L3EdgeError as exc:
                 error(path, exc)
-                result = L3Result.failure(str(path), " ".join(str(exc).split()), model_info)
-                code = max(code, exc.exit_code)
+                results = [L3Result.failure(str(path), " ".join(str(exc).split()), model_info)]
+                code, reported = max(code, exc.exit_code), True
             except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a batch
                 message = f"{type(exc).__name__}: {exc}"
                 error(path, message)
                 if verbose:
                     traceback.print_exc(file=sys.stderr)
-                result = L3Result.failure(str(path), " ".join(message.split()), model_info)
-                code = max(code, EXIT_INPUT)
-            if as_json:
-                typer.echo(json_line(result))
-            elif result.error is None:
-                typer.echo(human(result))
-            if writer is not None:
-                writer.write(result)
+                results = [L3Result.failure(str(path), " ".join(message.split()), model_info)]
+                code, reported = max(code, EXIT_INPUT), True
+            for result in results:
+                if result.error is not None and not reported:  # one candidate of --series all
+                    error(path, f"series {result.series_instance_uid}: {result.error}")
+                    code = max(code, EXIT_INPUT)
+                if as_json:
+                    typer.echo(json_line(result))
+                elif result.error is None:
+                    typer.echo(human(result))
+                if writer is not None:
+                    writer.write(result)
     finally:
         if writer is not None:
             writer.close()
