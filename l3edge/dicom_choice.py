@@ -133,7 +133,7 @@ class Traits:
     def describe(self) -> str:
         kernel = f"kernel {self.kernel or '?'} ({self.kernel_class})"
         return (
-            f"{self.n_slices} slices, {self.thickness_mm:.2g} mm, {self.coverage_mm:.0f} mm covered, "
+            f"{self.n_slices} slices, {self.thickness_mm:.3g} mm, {self.coverage_mm:.0f} mm covered, "
             f"{kernel}, phase {self.phase}"
         )
 

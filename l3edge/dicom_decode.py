@@ -59,8 +59,8 @@ _FAST = _J2K | _JLS | _JPEG | {RLELossless}
 _END_MARKER = b"\xff\xd9"  # EOI (JPEG, JPEG-LS) and EOC (JPEG 2000) are the same two bytes
 AIR_SAMPLE_SLICES = 24
 """About this many slices (evenly spread) give pixels for the air check (``l3edge.hucheck``)."""
-AIR_SAMPLE_STEP = 8
-"""... every 8th pixel along both axes of those slices."""
+AIR_SAMPLE_PX = 64
+"""... a grid of about 64 x 64 of their pixels (every 8th along each axis of a 512 x 512 slice)."""
 
 
 def _imagecodecs() -> ModuleType | None:
@@ -180,7 +180,7 @@ def _decode_fast(h: Header, source: Source, codecs: ModuleType) -> tuple[np.ndar
         be = np.dtype(_INT_DTYPES[(h.bits_allocated, h.signed)]).newbyteorder(">")
         arr = np.frombuffer(codecs.dicomrle_decode(frame, be), dtype=be).astype(be.newbyteorder("="))
     arr = np.asarray(arr)
-    if arr.shape != (h.rows, h.cols):
+    if arr.shape != (h.rows, h.cols) and not (arr.ndim == 1 and arr.size == h.rows * h.cols):
         raise ValueError(f"decoded shape {arr.shape}")
     notes = []
     if ts != RLELossless and not frame.rstrip(b"\x00").endswith(_END_MARKER):
@@ -267,6 +267,7 @@ def read_rows(
     n_cols = headers[0].rows if geo.x_axis == 0 else headers[0].cols
     mip = np.empty((n, n_cols), dtype=np.float32)
     step = max(1, n // AIR_SAMPLE_SLICES)
+    grid = max(1, min(headers[0].rows, headers[0].cols) // AIR_SAMPLE_PX)
     samples: list[np.ndarray] = []
     notes: Counter[str] = Counter()
     first_file: dict[str, str] = {}
@@ -279,7 +280,7 @@ def read_rows(
         row = mip_row(px, geo, use_min=h.slope < 0).astype(np.float64) * h.slope + h.intercept
         s = None
         if i % step == 0:
-            s = (px[::AIR_SAMPLE_STEP, ::AIR_SAMPLE_STEP].astype(np.float32) * h.slope + h.intercept).ravel()
+            s = (px[::grid, ::grid].astype(np.float32) * h.slope + h.intercept).ravel()
         return i, row, s, warn
 
     def take(out: tuple[int, np.ndarray, np.ndarray | None, list[str]], done: int) -> None:

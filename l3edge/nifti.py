@@ -121,7 +121,8 @@ def read_projection(path: Path, on_progress: Callable[[int, int], None] | None =
     z = m[2, 2] * np.arange(nz) + m[2, 3]  # LPS z of voxel (0, 0, k)
     ndim4 = len(img.shape) == 4
     rows = np.empty((nz, shape[geo.x_axis]), dtype=np.float32)
-    step = max(1, nz // 24)  # about 24 slices give a sparse pixel sample for the HU check
+    step = max(1, nz // 24)  # about 24 slices give a sparse pixel sample (64 x 64) for the HU check
+    grid = max(1, min(shape[0], shape[1]) // 64)
     samples = []
     for k0 in range(0, nz, _CHUNK):
         k1 = min(nz, k0 + _CHUNK)
@@ -129,7 +130,7 @@ def read_projection(path: Path, on_progress: Callable[[int, int], None] | None =
         for k in range(k0, k1):
             rows[k] = mip_row(block[:, :, k - k0], geo)
             if k % step == 0:
-                samples.append(np.asarray(block[::8, ::8, k - k0], dtype=np.float32).ravel())
+                samples.append(np.asarray(block[::grid, ::grid, k - k0], dtype=np.float32).ravel())
         if on_progress is not None:
             on_progress(k1, nz)
     check_hu(path, np.concatenate(samples))

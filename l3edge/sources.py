@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -133,7 +134,7 @@ class Source:
             try:
                 f.seek(offset)
                 return f.read() if length is None else f.read(length)
-            except (zipfile.BadZipFile, EOFError, ValueError) as exc:  # a damaged deflate stream
+            except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:  # a damaged deflate stream
                 raise OSError(f"damaged zip member ({type(exc).__name__})") from exc
 
     def read_all(self, path: Path) -> bytes:
