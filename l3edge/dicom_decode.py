@@ -111,7 +111,7 @@ def _fix_unused_bits(arr: np.ndarray, h: Header) -> np.ndarray:
     return arr & np.array((1 << h.bits_stored) - 1, dtype=arr.dtype)
 
 
-def _read_native(h: Header, source: Source) -> np.ndarray:
+def _read_native(h: Header, source: Source, fix: bool = True) -> np.ndarray:
     assert h.pixel_offset is not None
     n = h.rows * h.cols
     nbytes = n * (h.bits_allocated // 8)
@@ -136,7 +136,23 @@ def _read_native(h: Header, source: Source) -> np.ndarray:
         raise InputError(f"{h.path}: cannot read pixel data ({type(exc).__name__})") from exc
     if arr.size < n:
         raise InputError(f"{h.path}: file is truncated (pixel data ends early); export the series again")
-    return _fix_unused_bits(arr.reshape(h.rows, h.cols), h)
+    arr = arr.reshape(h.rows, h.cols)
+    return _fix_unused_bits(arr, h) if fix else arr
+
+
+def _stored_row(h: Header, source: Source, geo: InPlane) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(stored pixels, their MIP row, decoder warnings) of one slice."""
+    if h.pixel_offset is not None and not h.encapsulated and not h.signed and h.slope > 0:
+        # Unsigned, uncompressed: mask unused high bits only if some are set. The row holds each column's
+        # maximum, so a row below 2**BitsStored means no pixel has them (saves a pass over the slice).
+        px = _read_native(h, source, fix=False)
+        row = mip_row(px, geo)
+        if h.bits_stored < h.bits_allocated and int(row.max()) >= 1 << h.bits_stored:
+            px = _fix_unused_bits(px, h)
+            row = mip_row(px, geo)
+        return px, row, []
+    px, warn = read_pixels(h, source)
+    return px, mip_row(px, geo, use_min=h.slope < 0), warn
 
 
 def _shift_sign(arr: np.ndarray, precision: int) -> np.ndarray:
@@ -276,8 +292,8 @@ def read_rows(
 
     def one(i: int) -> tuple[int, np.ndarray, np.ndarray | None, list[str]]:
         h = headers[i]
-        px, warn = read_pixels(h, source)
-        row = mip_row(px, geo, use_min=h.slope < 0).astype(np.float64) * h.slope + h.intercept
+        px, row, warn = _stored_row(h, source, geo)
+        row = row.astype(np.float64) * h.slope + h.intercept
         s = None
         if i % step == 0:
             s = (px[::grid, ::grid].astype(np.float32) * h.slope + h.intercept).ravel()

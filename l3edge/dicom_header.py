@@ -32,6 +32,16 @@ _LONG_VRS = {b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"}
 _PIXEL_TAG_LE = b"\xe0\x7f\x10\x00"
 _DECODER_LOGGERS = ("pydicom", "pylibjpeg", "openjpeg", "libjpeg", "rle", "imagecodecs")
 
+HEADER_TAGS = [
+    "SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber", "Modality", "SOPClassUID", "ImageType",
+    "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns", "BitsAllocated",
+    "BitsStored", "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation", "NumberOfFrames",
+    "RescaleSlope", "RescaleIntercept", "AcquisitionNumber", "SeriesNumber", "ConvolutionKernel",
+    "SeriesDescription", "SliceThickness", "ContrastBolusAgent",
+]  # fmt: skip
+"""The only elements kept from a header (``specific_tags``): nothing else, patient data included, is read
+into the dataset."""
+
 _quiet_depth = 0
 _local = threading.local()
 
@@ -147,7 +157,7 @@ def read_header(path: Path, source: Source | None = None) -> Header | None:
                 return None
             fp.seek(0)
             with quiet():
-                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force, specific_tags=HEADER_TAGS)
                 pos = fp.tell()
                 tail = fp.read(12)
                 implicit, little = ds.original_encoding

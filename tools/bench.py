@@ -7,9 +7,17 @@ For phantom DICOM series of the requested slice counts, prints one table with
 - just reading the series' pixels with pydicom (the floor any DICOM tool pays),
 - the seed-equivalent CNN baseline: unpruned VGG16, FP32, PyTorch eager, stride 1, the same windows,
 and the ratios between them (the CNN speed-up of the main model alone, and with the refiner's whole stage
-added). Timings on a shared machine are noisy: compare ratios from the same run.
+added).
+
+A second table, the reading table, writes the same phantom as uncompressed, JPEG 2000, JPEG-LS and RLE
+series and times the whole ``l3edge predict`` process (fresh interpreter: start-up, imports, model compile,
+header pass, decode, MIP, model) with one thread and with all threads, against a plain serial pydicom read of
+the same files in this process (``dcmread(f).pixel_array`` for every file, the page cache warm for both), as
+a ratio. The process also reports its own reading time (``read_mip``) and its peak RSS.
+Timings on a shared machine are noisy: compare ratios from the same run.
 
     python -m tools.bench --slices 500 1200 [--model M.xml] [--parent vgg16.pt] [--threads 2]
+    python -m tools.bench --tables reading --reading-slices 500 [--syntaxes explicit jpeg2000 jpegls rle]
 """
 
 from __future__ import annotations
@@ -26,13 +34,21 @@ from pathlib import Path
 
 import numpy as np
 
+SYNTAXES = ("explicit", "jpeg2000", "jpegls", "rle")
+SYNTAX_NAMES = {"explicit": "uncompressed", "jpeg2000": "JPEG 2000 lossless", "jpegls": "JPEG-LS lossless",
+                "rle": "RLE lossless"}  # fmt: skip
 
-def _phantom_series(root: Path, n_slices: int, seed: int) -> Path:
-    """A chest-abdomen-pelvis phantom of exactly ``n_slices`` uncompressed 512x512 slices (reused)."""
+
+def _phantom_series(root: Path, n_slices: int, seed: int, syntax: str = "explicit") -> Path:
+    """A chest-abdomen-pelvis phantom of exactly ``n_slices`` 512x512 slices in ``syntax`` (reused)."""
     from l3edge.phantom import sample_config, write_phantom
     from l3edge.phantom.anatomy import build_anatomy
 
-    out = root / f"phantom_{n_slices}_{seed}"
+    out = (
+        root / f"phantom_{n_slices}_{seed}"
+        if syntax == "explicit"
+        else root / f"phantom_{n_slices}_{seed}_{syntax}"
+    )
     if (out / "truth.json").exists():
         return out
     cfg = sample_config(seed, "cap")
@@ -43,8 +59,58 @@ def _phantom_series(root: Path, n_slices: int, seed: int) -> Path:
         slice_spacing_mm=spacing,
         slice_thickness_mm=max(spacing, 0.625),
     )
-    write_phantom(out, seed, config=cfg, transfer_syntax="explicit")
+    write_phantom(out, seed, config=cfg, transfer_syntax=syntax)
     return out
+
+
+def _warm(series: Path) -> None:
+    """Read every file once so that both contenders find them in the page cache."""
+    for f in series.iterdir():
+        f.read_bytes()
+
+
+def reading_rows(args: argparse.Namespace) -> list[dict]:
+    """The reading table: per slice count and transfer syntax, the process with 1 and all threads against a
+    plain serial pydicom read of the same files."""
+    rows = []
+    for n in args.reading_slices:
+        for syntax in args.syntaxes:
+            print(f"[bench] reading: {n} slices, {SYNTAX_NAMES[syntax]} ...", file=sys.stderr)
+            series = _phantom_series(args.workdir, n, args.seed, syntax)
+            _warm(series)
+            floor_s = min(_pydicom_read_s(series) for _ in range(args.baseline_repeat))
+            for threads in sorted({1, args.threads}):
+                runs = [_process(series, args.model, threads) for _ in range(args.repeat)]
+                wall = statistics.median(r[0] for r in runs)
+                read_s = statistics.median(r[2]["timings_ms"]["read_mip"] for r in runs) / 1000
+                rows.append(
+                    {
+                        "syntax": syntax,
+                        "slices": n,
+                        "threads": threads,
+                        "pydicom_read_s": floor_s,
+                        "process_s": wall,
+                        "process_over_pydicom": wall / floor_s,
+                        "read_mip_s": read_s,
+                        "peak_rss_mb": max(r[1] for r in runs),
+                        "found": runs[0][2].get("found"),
+                    }
+                )
+    return rows
+
+
+def print_reading(rows: list[dict]) -> None:
+    print(
+        "\n| series | slices | threads | plain pydicom read s | `l3edge predict` process s "
+        "| process / pydicom | of which reading s | peak RSS MB | L3 found |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {SYNTAX_NAMES[r['syntax']]} | {r['slices']} | {r['threads']} | {r['pydicom_read_s']:.2f} "
+            f"| {r['process_s']:.2f} | {r['process_over_pydicom']:.2f}x | {r['read_mip_s']:.2f} "
+            f"| {r['peak_rss_mb']:.0f} | {r['found']} |"
+        )
 
 
 def _pydicom_read_s(series: Path) -> float:
@@ -119,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, help="where phantom series are written (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
+    ap.add_argument(
+        "--tables",
+        nargs="+",
+        choices=("stages", "reading"),
+        default=["stages", "reading"],
+        help="what to run",
+    )
+    ap.add_argument("--reading-slices", type=int, nargs="+", default=[500], help="series lengths (reading)")
+    ap.add_argument("--syntaxes", nargs="+", choices=SYNTAXES, default=list(SYNTAXES), help="reading table")
+    ap.add_argument("--baseline-repeat", type=int, default=1, help="plain pydicom reads per series (minimum)")
     args = ap.parse_args(argv)
 
     from l3edge.locator import L3Locator
@@ -133,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     locator = L3Locator.load(args.model, threads=args.threads)
     meta = locator.metadata
     rows = []
-    for n in args.slices:
+    for n in args.slices if "stages" in args.tables else []:
         print(f"[bench] writing/reading a {n}-slice phantom series ...", file=sys.stderr)
         series = _phantom_series(args.workdir, n, args.seed)
         _pydicom_read_s(series)  # warm the page cache for every contender
@@ -174,12 +250,25 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
 
+    reading = reading_rows(args) if "reading" in args.tables else []
     print(
         f"\nmodel: {meta.name} {meta.version} ({meta.precision}), stride {locator.stride} px, "
         f"threads {args.threads}, inference precision {locator.model.inference_precision}"
     )
+    if rows:
+        print_stages(rows)
+    if reading:
+        print_reading(reading)
+    if args.json:
+        args.json.write_text(json.dumps({"stages": rows, "reading": reading}, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def print_stages(rows: list[dict]) -> None:
     print(
-        "| slices | read+MIP ms | preprocess ms | CNN ms | refine ms | post ms | `l3edge predict` s "
+        "\n| slices | read+MIP ms | preprocess ms | CNN ms | refine ms | post ms | `l3edge predict` s "
         "| peak RSS MB | pydicom read s | process / pydicom | seed CNN s (windows) | CNN speed-up "
         "| CNN + refine speed-up |"
     )
@@ -193,11 +282,6 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['baseline_cnn_s']:.1f} ({r['baseline_windows']}) | {r['cnn_speedup']:.0f}x "
             f"| {r['cnn_refine_speedup']:.0f}x |"
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

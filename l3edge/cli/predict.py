@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -107,10 +108,8 @@ def predict(
 ) -> None:
     """Locate L3 in each scan: one result line per scan."""
     setup_logging(verbose)
-    from l3edge.locator import L3Locator
     from l3edge.output import ResultWriter, json_line
     from l3edge.result import L3Result
-    from l3edge.runtime import resolve_model
 
     if resume and out is None:
         error("--resume", "needs --out FILE to know which scans are done")
@@ -132,24 +131,28 @@ def predict(
             error(export, f"cannot create the --export folder ({exc.strerror})")
             raise typer.Exit(EXIT_USAGE) from None
     first = next((p for p in paths if os.path.abspath(p) not in done), None)
-    where: object = model if model is not None else "model"
-    try:
-        where = resolve_model(model).path
-        locator, prefetched = _load_while_reading(
-            lambda: L3Locator.load(
-                model,
-                device=device,
-                threads=threads,
-                stride=stride,
-                mode=mode.value,
-                inference_precision=precision.value if precision else None,
-                refine=refine,
-            ),
-            first,
-            series,
-            threads,
+
+    def load() -> L3Locator:
+        from l3edge.locator import L3Locator  # imports OpenVINO: in the loader thread, beside the reading
+
+        return L3Locator.load(
+            model,
+            device=device,
+            threads=threads,
+            stride=stride,
+            mode=mode.value,
+            inference_precision=precision.value if precision else None,
+            refine=refine,
         )
+
+    try:
+        locator, prefetched = _load_while_reading(load, first, series, threads)
     except ModelError as exc:
+        from l3edge.runtime import resolve_model
+
+        where: object = model if model is not None else "model"
+        with contextlib.suppress(ModelError):
+            where = resolve_model(model).path
         raise fail(where, exc) from None
     except UsageError as exc:
         raise fail("arguments", exc) from None
