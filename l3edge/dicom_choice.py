@@ -24,6 +24,7 @@ could change the answer (the winner's confidence + ``MARGIN`` >= 1), so a clear 
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -161,16 +162,19 @@ def _merge_disjoint(groups: list[list[Header]]) -> list[list[Header]]:
     """Greedily pack groups into parts whose z ranges do not overlap (largest groups first): groups that
     tile the z axis (an acquisition per table position or per slice) end up together, overlapping passes
     apart."""
-    parts: list[tuple[list[Header], list[tuple[float, float]]]] = []
+    parts: list[tuple[list[Header], list[tuple[float, float]]]] = []  # spans sorted, pairwise disjoint
     for g in sorted(groups, key=lambda g: (-len(g), min(_z(h) for h in g))):
         zs = sorted(_z(h) for h in g)
         step = float(np.median(np.diff(zs))) if len(zs) > 1 else 0.0
         lo, hi = zs[0], zs[-1]
         tol = max(0.5 * step, 0.01)
         for members, spans in parts:
-            if all(min(hi, b) - max(lo, a) <= tol for a, b in spans):
+            i = bisect.bisect_left(spans, (lo, hi))
+            near = spans[max(0, i - 1) : i]  # the span starting before, and every one starting inside
+            near += [s for s in spans[i:] if s[0] <= hi] if i < len(spans) and spans[i][0] <= hi else []
+            if all(min(hi, b) - max(lo, a) <= tol for a, b in near):
                 members.extend(g)
-                spans.append((lo, hi))
+                bisect.insort(spans, (lo, hi))
                 break
         else:
             parts.append((list(g), [(lo, hi)]))

@@ -19,6 +19,7 @@ from typing import Any
 
 import pydicom
 from pydicom.config import IGNORE, settings
+from pydicom.datadict import dictionary_VR
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from l3edge.dicom_select import Header
@@ -97,9 +98,32 @@ def collect_warnings() -> Iterator[list[str]]:
         _local.sink = old
 
 
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "SH", "ST", "TM", "UI"}
+_INT_VRS = {"US": ("<H", 2), "SS": ("<h", 2), "UL": ("<I", 4), "SL": ("<i", 4)}
+
+
+def _get(ds: Any, keyword: str) -> Any:
+    """An element's value, decoded here from its raw bytes when that is simple (text, or one little-endian
+    integer); anything else through pydicom. pydicom's general conversion (hooks, validation, value
+    classes) costs more than the rest of the header pass, and none of it matters for these elements."""
+    elem = ds.get_item(keyword)
+    if elem is None:
+        return None
+    raw = elem.value
+    if not isinstance(raw, bytes) or not ds.original_encoding[1]:
+        return ds.get(keyword)
+    vr = elem.VR or dictionary_VR(elem.tag)
+    if vr in _TEXT_VRS:
+        text = raw.decode("latin-1").strip(" \x00")
+        return [v.strip(" \x00") for v in text.split("\\")] if "\\" in text else text
+    if vr in _INT_VRS and len(raw) >= _INT_VRS[vr][1]:
+        return struct.unpack_from(_INT_VRS[vr][0], raw)[0]
+    return ds.get(keyword)
+
+
 def _text(ds: Any, keyword: str) -> str:
     try:
-        v = ds.get(keyword)
+        v = _get(ds, keyword)
         if v is None:
             return ""
         if isinstance(v, str | bytes) or not hasattr(v, "__iter__"):
@@ -111,7 +135,7 @@ def _text(ds: Any, keyword: str) -> str:
 
 def _int(ds: Any, keyword: str, default: int | None) -> int | None:
     try:
-        v = ds.get(keyword)
+        v = _get(ds, keyword)
         return default if v is None or v == "" else int(v)
     except Exception:
         return default
@@ -119,10 +143,10 @@ def _int(ds: Any, keyword: str, default: int | None) -> int | None:
 
 def _floats(ds: Any, keyword: str, n: int) -> tuple[float, ...] | None:
     try:
-        v = ds.get(keyword)
+        v = _get(ds, keyword)
         if v is None or v == "":
             return None
-        vals = tuple(float(x) for x in (v if n > 1 else [v]))
+        vals = tuple(float(x) for x in (v if isinstance(v, list) or n > 1 else [v]))
     except Exception:
         return None
     return vals if len(vals) == n and all(math.isfinite(x) for x in vals) else None
@@ -130,7 +154,7 @@ def _floats(ds: Any, keyword: str, n: int) -> tuple[float, ...] | None:
 
 def _image_type(ds: Any) -> tuple[str, ...]:
     try:
-        v = ds.get("ImageType")
+        v = _get(ds, "ImageType")
         if v is None:
             return ()
         return tuple(str(x).strip().upper() for x in (v.split("\\") if isinstance(v, str) else v))

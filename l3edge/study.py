@@ -30,7 +30,7 @@ PathLike = str | os.PathLike[str]
 
 def _with_reading(result: L3Result, read_ms: float) -> L3Result:
     """The result with ``read_mip`` set to all the reading its answer took (header pass + candidates)."""
-    t = dict(result.timings_ms)
+    t = {k: round(v, 3) for k, v in result.timings_ms.items()}
     t["read_mip"] = round(read_ms, 3)
     t["total"] = round(sum(v for k, v in t.items() if k != "total"), 3)
     return replace(result, timings_ms=t)

@@ -231,3 +231,29 @@ def test_unused_high_bits_are_masked_as_pydicom_does(tmp_path: Path) -> None:
     assert expect.max() < 4096
     proj = read_projection(tmp_path / "s")
     np.testing.assert_array_equal(proj.mip_hu, expected_mip(spec.hu))
+
+
+def _headers_both_ways(files: list[Path], monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
+    from l3edge import dicom_header
+
+    fast = [read_header(f) for f in files]
+    with monkeypatch.context() as m:  # pydicom's own value conversion for every element
+        m.setattr(dicom_header, "_get", lambda ds, keyword: ds.get(keyword))
+        slow = [read_header(f) for f in files]
+    return fast, slow
+
+
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless])
+def test_raw_header_values_equal_pydicoms(tmp_path: Path, ts: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = {"ConvolutionKernel": ["Br40d", "3"], "SeriesDescription": "ABD PV 3mm ", "AcquisitionNumber": 2}
+    spec = write_series(tmp_path / "s", make_volume(nz=3, ny=32, nx=40), transfer_syntax=ts, extra=extra)
+    fast, slow = _headers_both_ways(spec.files, monkeypatch)
+    assert fast == slow and fast[0].kernel == "Br40d\\3" and fast[0].acquisition_number == 2
+    assert fast[0].series_description == "ABD PV 3mm" and fast[0].spacing == (0.8, 0.75)
+
+
+@pytest.mark.skipif(not PETCT.is_dir(), reason=f"{PETCT} not present (only in the project's workplace)")
+def test_raw_header_values_equal_pydicoms_on_real_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = sorted(PETCT.iterdir())[::25]
+    fast, slow = _headers_both_ways(files, monkeypatch)
+    assert fast == slow and all(h is not None and h.rows == 512 for h in fast)
