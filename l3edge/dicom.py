@@ -82,8 +82,8 @@ class DicomScan:
         rows = read_rows(stack.headers, self.source, geo, threads, on_progress)
         check_hu(self.path, rows.air_samples)
         t1 = time.perf_counter()
-        log.debug("%s: %s: %d slices read in %.0f ms", self.path, part.candidate.label, len(stack.headers),
-                  1e3 * (t1 - t0))  # fmt: skip
+        n, ms = len(stack.headers), 1e3 * (t1 - t0)
+        log.debug("%s: %s: %d slices read in %.0f ms", self.path, part.candidate.label, n, ms)
         info = SeriesInfo(
             source="dicom",
             path=self.path,
@@ -119,16 +119,17 @@ def open_scan(path: Path, series_uid: str | None = None) -> DicomScan:
     source = Source.open(path)
     try:
         headers, n_files, damaged, skipped = scan_headers(source)
-        log.debug("%s: %d files, %d DICOM images, %d damaged, %d skipped", path, n_files, len(headers),
-                  damaged, skipped)  # fmt: skip
+        counts = (n_files, len(headers), damaged, skipped)
+        log.debug("%s: %d files, %d DICOM images, %d damaged, %d skipped", path, *counts)
         series, warn, n_series = qualifying_series(path, headers, series_uid, n_files, damaged, skipped)
         parts: list[Part] = []
         rejected: list[tuple[Candidate, InputError]] = []
         for uid, hs in series:
             pieces = split_series(hs)
             if len(pieces) > 1:
+                what = "acquisitions" if all(str(n).startswith("acq") for n, _ in pieces) else "stacks"
                 warn.append(
-                    f"series {uid} holds {len(pieces)} acquisitions that overlap in z; each is read as a "
+                    f"series {uid} holds {len(pieces)} {what} that overlap in z; each is read as a "
                     "candidate of its own"
                 )
             for name, piece in pieces:

@@ -142,15 +142,15 @@ def _read_native(h: Header, source: Source, fix: bool = True) -> np.ndarray:
 
 def _stored_row(h: Header, source: Source, geo: InPlane) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(stored pixels, their MIP row, decoder warnings) of one slice."""
-    if h.pixel_offset is not None and not h.encapsulated and not h.signed and h.slope > 0:
-        # Unsigned, uncompressed: mask unused high bits only if some are set. The row holds each column's
-        # maximum, so a row below 2**BitsStored means no pixel has them (saves a pass over the slice).
-        px = _read_native(h, source, fix=False)
+    if not h.signed and h.slope > 0:
+        # Unsigned: mask unused high bits only if some are set. The row holds each column's maximum, so a
+        # row below 2**BitsStored means no pixel has them (saves a pass over the slice).
+        px, warn = read_pixels(h, source, fix=False)
         row = mip_row(px, geo)
         if h.bits_stored < h.bits_allocated and int(row.max()) >= 1 << h.bits_stored:
             px = _fix_unused_bits(px, h)
             row = mip_row(px, geo)
-        return px, row, []
+        return px, row, warn
     px, warn = read_pixels(h, source)
     return px, mip_row(px, geo, use_min=h.slope < 0), warn
 
@@ -165,7 +165,7 @@ def _jls_precision(frame: bytes, default: int) -> int:
     return frame[at + 4] if at >= 0 and at + 4 < len(frame) else default
 
 
-def _conform(arr: np.ndarray, h: Header, frame: bytes) -> np.ndarray:
+def _conform(arr: np.ndarray, h: Header, frame: bytes, fix: bool = True) -> np.ndarray:
     """Decoded frame -> the stored values pydicom's ``pixel_array`` gives for this slice."""
     dtype = np.dtype(_INT_DTYPES[(h.bits_allocated, h.signed)])
     arr = arr.view(dtype) if arr.dtype.itemsize == dtype.itemsize else arr.astype(dtype)
@@ -176,12 +176,14 @@ def _conform(arr: np.ndarray, h: Header, frame: bytes) -> np.ndarray:
             arr = _shift_sign(arr, int(info.get("precision", h.bits_stored)))
     elif ts in _JLS and h.signed:  # JPEG-LS has no sign: signed data always decodes as unsigned
         arr = _shift_sign(arr, _jls_precision(frame, h.bits_stored))
-    else:
+    elif fix:
         arr = _fix_unused_bits(arr, h)
     return arr
 
 
-def _decode_fast(h: Header, source: Source, codecs: ModuleType) -> tuple[np.ndarray, list[str]]:
+def _decode_fast(
+    h: Header, source: Source, codecs: ModuleType, fix: bool = True
+) -> tuple[np.ndarray, list[str]]:
     assert h.pixel_offset is not None
     data = source.read_range(h.path, h.pixel_offset, None)
     frame = next(generate_frames(data, number_of_frames=1))
@@ -192,16 +194,16 @@ def _decode_fast(h: Header, source: Source, codecs: ModuleType) -> tuple[np.ndar
         arr = codecs.jpegls_decode(frame)
     elif ts in _JPEG:
         arr = codecs.jpeg_decode(frame)
-    else:  # RLE: segments of big-endian bytes
-        be = np.dtype(_INT_DTYPES[(h.bits_allocated, h.signed)]).newbyteorder(">")
-        arr = np.frombuffer(codecs.dicomrle_decode(frame, be), dtype=be).astype(be.newbyteorder("="))
+    else:  # RLE: segments of bytes, most significant first; imagecodecs interleaves them into `dtype`
+        dtype = np.dtype(_INT_DTYPES[(h.bits_allocated, h.signed)])
+        arr = np.frombuffer(codecs.dicomrle_decode(frame, dtype), dtype=dtype)
     arr = np.asarray(arr)
     if arr.shape != (h.rows, h.cols) and not (arr.ndim == 1 and arr.size == h.rows * h.cols):
         raise ValueError(f"decoded shape {arr.shape}")
     notes = []
     if ts != RLELossless and not frame.rstrip(b"\x00").endswith(_END_MARKER):
         notes.append("compressed frame ends without its end marker (truncated data); decoded anyway")
-    return _conform(arr.reshape(h.rows, h.cols), h, frame), notes
+    return _conform(arr.reshape(h.rows, h.cols), h, frame, fix), notes
 
 
 def _decode_pydicom(h: Header, source: Source) -> np.ndarray:
@@ -222,20 +224,21 @@ def _decode_pydicom(h: Header, source: Source) -> np.ndarray:
     return arr
 
 
-def read_pixels(h: Header, source: Source | None = None) -> tuple[np.ndarray, list[str]]:
+def read_pixels(h: Header, source: Source | None = None, fix: bool = True) -> tuple[np.ndarray, list[str]]:
     """Stored (not rescaled) 2D pixel values of one slice, and the decoder's warnings about it.
+    ``fix=False`` may leave unused high bits as stored (the caller checks whether any are set).
 
     Raises:
         InputError: truncated or undecodable pixel data.
     """
     src = source or Source(h.path.parent)
     if h.pixel_offset is not None and not h.encapsulated:
-        return _read_native(h, src), []
+        return _read_native(h, src, fix), []
     codecs = _imagecodecs()
     with collect_warnings() as sink:
         if h.pixel_offset is not None and h.transfer_syntax in _FAST and codecs is not None:
             try:
-                arr, notes = _decode_fast(h, src, codecs)
+                arr, notes = _decode_fast(h, src, codecs, fix)
                 return arr, sink + notes
             except (KeyboardInterrupt, SystemExit, MemoryError):
                 raise

@@ -219,13 +219,19 @@ def test_headers_of_a_zip_member_and_a_folder_file_agree(tmp_path: Path) -> None
     src.close()
 
 
-def test_unused_high_bits_are_masked_as_pydicom_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, RLELossless])
+def test_unused_high_bits_are_masked_as_pydicom_does(tmp_path: Path, ts: str) -> None:
     spec = write_series(tmp_path / "s", make_volume(nz=3, ny=32, nx=40), **LAYOUTS["unsigned12"])
     for f in spec.files[:2]:  # garbage in the 4 unused high bits of some pixels (allowed by the standard)
         ds = pydicom.dcmread(f)
         px = ds.pixel_array.copy()
         px[::3, ::5] |= 0xF000
-        ds.PixelData = px.tobytes()
+        if ts == RLELossless:
+            ds.BitsStored = 16  # so that the encoder keeps the high bits; then declare 12 again
+            ds.compress(RLELossless, px, generate_instance_uid=False)
+            ds.BitsStored = 12
+        else:
+            ds.PixelData = px.tobytes()
         ds.save_as(f)
     expect = np.stack([pixel_array(str(f)) for f in spec.files])  # pydicom masks to BitsStored
     assert expect.max() < 4096
