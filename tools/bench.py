@@ -69,6 +69,21 @@ def _warm(series: Path) -> None:
         f.read_bytes()
 
 
+def startup_s(args: argparse.Namespace) -> float:
+    """Wall time of the whole process on a 4-slice 64x64 series: the fixed cost (interpreter, imports, model
+    compile, first inference) that every row of the reading table pays and the in-process pydicom read does
+    not."""
+    from l3edge.phantom import sample_config, write_phantom
+
+    out = args.workdir / "startup_series"
+    if not (out / "truth.json").exists():
+        cfg = sample_config(args.seed, "abdomen", matrix=64, pixel_spacing_mm=6.4, slice_spacing_mm=5.0)
+        z0 = cfg.l3_z_mm
+        write_phantom(out, args.seed, config=cfg.with_overrides(scan_z_range=(z0 - 7.5, z0 + 7.5)))
+    _warm(out)
+    return statistics.median(_process(out, args.model, args.threads)[0] for _ in range(max(3, args.repeat)))
+
+
 def reading_rows(args: argparse.Namespace) -> list[dict]:
     """The reading table: per slice count and transfer syntax, the process with 1 and all threads against a
     plain serial pydicom read of the same files."""
@@ -99,7 +114,9 @@ def reading_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def print_reading(rows: list[dict]) -> None:
+def print_reading(rows: list[dict], startup: float | None = None) -> None:
+    if startup is not None:
+        print(f"\nprocess start-up (whole `l3edge predict` on a 4-slice series): {startup:.2f} s")
     print(
         "\n| series | slices | threads | plain pydicom read s | `l3edge predict` process s "
         "| process / pydicom | of which reading s | peak RSS MB | L3 found |"
@@ -251,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     reading = reading_rows(args) if "reading" in args.tables else []
+    startup = startup_s(args) if reading else None
     print(
         f"\nmodel: {meta.name} {meta.version} ({meta.precision}), stride {locator.stride} px, "
         f"threads {args.threads}, inference precision {locator.model.inference_precision}"
@@ -258,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print_stages(rows)
     if reading:
-        print_reading(reading)
+        print_reading(reading, startup)
     if args.json:
-        args.json.write_text(json.dumps({"stages": rows, "reading": reading}, indent=1))
+        doc = {"stages": rows, "reading": reading, "startup_s": startup}
+        args.json.write_text(json.dumps(doc, indent=1))
     if tmp is not None:
         tmp.cleanup()
     return 0
