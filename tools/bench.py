@@ -13,7 +13,8 @@ A second table, the reading table, writes the same phantom as uncompressed, JPEG
 series and times the whole ``l3edge predict`` process (fresh interpreter: start-up, imports, model compile,
 header pass, decode, MIP, model) with one thread and with all threads, against a plain serial pydicom read of
 the same files in this process (``dcmread(f).pixel_array`` for every file, the page cache warm for both), as
-a ratio. The process also reports its own reading time (``read_mip``) and its peak RSS.
+a ratio of medians over ``--repeat`` interleaved rounds. The process also reports its own reading time
+(``read_mip``) and its peak RSS; a start-up line gives the process's fixed cost (a 4-slice series).
 Timings on a shared machine are noisy: compare ratios from the same run.
 
     python -m tools.bench --slices 500 1200 [--model M.xml] [--parent vgg16.pt] [--threads 2]
@@ -93,9 +94,18 @@ def reading_rows(args: argparse.Namespace) -> list[dict]:
             print(f"[bench] reading: {n} slices, {SYNTAX_NAMES[syntax]} ...", file=sys.stderr)
             series = _phantom_series(args.workdir, n, args.seed, syntax)
             _warm(series)
-            floor_s = min(_pydicom_read_s(series) for _ in range(args.baseline_repeat))
-            for threads in sorted({1, args.threads}):
-                runs = [_process(series, args.model, threads) for _ in range(args.repeat)]
+            # Interleaved (baseline, 1 thread, all threads, baseline, ...) so that a load that changes
+            # during the run weighs on every contender alike; medians of each.
+            settings = sorted({1, args.threads})
+            base: list[float] = []
+            by_threads: dict[int, list[tuple[float, float, dict]]] = {t: [] for t in settings}
+            for _ in range(args.repeat):
+                base.append(_pydicom_read_s(series))
+                for t in settings:
+                    by_threads[t].append(_process(series, args.model, t))
+            floor_s = statistics.median(base)
+            for threads in settings:
+                runs = by_threads[threads]
                 wall = statistics.median(r[0] for r in runs)
                 read_s = statistics.median(r[2]["timings_ms"]["read_mip"] for r in runs) / 1000
                 rows.append(
@@ -211,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--reading-slices", type=int, nargs="+", default=[500], help="series lengths (reading)")
     ap.add_argument("--syntaxes", nargs="+", choices=SYNTAXES, default=list(SYNTAXES), help="reading table")
-    ap.add_argument("--baseline-repeat", type=int, default=1, help="plain pydicom reads per series (minimum)")
     args = ap.parse_args(argv)
 
     from l3edge.locator import L3Locator
