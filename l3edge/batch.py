@@ -85,7 +85,10 @@ ScanFunction = Callable[["L3Locator", str, dict[str, Any]], "L3Result | Sequence
 
 
 def predict(locator: L3Locator, path: str, options: dict[str, Any]) -> L3Result | Sequence[L3Result]:
-    """The default per-scan work: ``locator.predict(path, **options)``."""
+    """The default per-scan work: ``locator.predict(path, **options)``, or one result per candidate series
+    (``locator.predict_all``) when ``series_uid`` is ``all``."""
+    if options.get("series_uid") == "all":
+        return locator.predict_all(path, **{k: v for k, v in options.items() if k != "series_uid"})
     return locator.predict(path, **options)
 
 

@@ -1,8 +1,8 @@
-"""Which DICOM series to read and in what order: pure logic on header records (no pydicom, no I/O).
+"""Which DICOM series may be read and in what order: pure logic on header records (no pydicom, no I/O).
 
-Choice: among the series found, keep axial CT image series with more than one slice (drop localizers,
-other modalities, secondary captures, colour or multi-frame images, sagittal/coronal reformats and
-gantry-tilted stacks) and take the one with the most slices. Order: by position along the slice normal
+Qualifying series: among the series found, keep axial CT image series with more than one slice (drop
+localizers, other modalities, secondary captures, colour or multi-frame images, sagittal/coronal reformats
+and gantry-tilted stacks); ``l3edge.dicom_choice`` picks among them. Order: by position along the slice normal
 (ImagePositionPatient . (row_dir x col_dir)), never by file name or InstanceNumber, which exports
 often scramble. Spacing comes from those positions, not from SliceThickness (thickness != spacing for
 overlapping reconstructions).
@@ -65,9 +65,21 @@ class Header:
     intercept: float
     transfer_syntax: str
     pixel_offset: int | None
-    """Byte offset of uncompressed little-endian pixel values in the file (None: decode with pydicom)."""
+    """Byte offset of uncompressed little-endian pixel values, or of the encapsulated items, in the file
+    (None: decode the whole dataset with pydicom)."""
     pixel_length: int | None
-    """Length of the pixel data element in bytes (None when unknown)."""
+    """Length of the pixel data element in bytes (None when unknown or encapsulated)."""
+    encapsulated: bool = False
+    """Compressed frames (``pixel_offset`` is then where the encapsulated items start)."""
+    acquisition_number: int | None = None
+    series_number: int | None = None
+    kernel: str = ""
+    """ConvolutionKernel (values joined with a backslash)."""
+    series_description: str = ""
+    """SeriesDescription: used only to recognise the contrast phase and kernel, never logged."""
+    slice_thickness: float | None = None
+    contrast_agent: bool = False
+    """ContrastBolusAgent is present and not empty."""
 
 
 @dataclass(frozen=True)
@@ -114,15 +126,12 @@ def _reasons(hs: list[Header]) -> tuple[str | None, bool]:
     return None, derived
 
 
-def _z_extent(hs: list[Header]) -> float:
-    zs = [h.ipp[2] for h in hs if h.ipp is not None]
-    return max(zs) - min(zs) if zs else 0.0
-
-
-def select_series(
+def qualifying_series(
     folder: Path, headers: list[Header], series_uid: str | None, n_files: int, damaged: int, skipped: int
-) -> tuple[list[Header], list[str], int]:
-    """Pick the series to read. Returns its headers, warnings so far, and the number of series found.
+) -> tuple[list[tuple[str, list[Header]]], list[str], int]:
+    """The axial CT series that may hold L3 (every usable one, or the one forced by ``series_uid``).
+
+    Returns (uid, headers) per series in UID order, warnings so far, and the number of series found.
 
     Raises:
         InputError: no image files, the forced series is absent or unusable, or no usable series.
@@ -153,12 +162,12 @@ def select_series(
             )
         if reason is not None:
             warn.append(f"series forced with --series although it is a {reason}")
-        return groups[series_uid], warn, len(groups)
+        return [(series_uid, groups[series_uid])], warn, len(groups)
     usable = [uid for uid, (r, derived) in judged.items() if r is None and not derived]
     if not usable:
         usable = [uid for uid, (r, _) in judged.items() if r is None]
         if usable:
-            warn.append("only derived (DERIVED\\SECONDARY) axial CT series found; using one")
+            warn.append("only derived (DERIVED\\SECONDARY) axial CT series found; using them")
     if not usable:
         counts = Counter(r for r, _ in judged.values())
         if len(groups) == 1:
@@ -172,21 +181,7 @@ def select_series(
             f"{folder}: none of the {len(groups)} DICOM series is a usable axial CT series "
             f"({summary}); l3edge needs an axial CT series of 2 or more slices"
         )
-    ranked = sorted(usable, key=lambda u: (-len({h.ipp for h in groups[u]}), -_z_extent(groups[u]), u))
-    best = ranked[0]
-    n_best = len({h.ipp for h in groups[best]})
-    if len(ranked) > 1 and len({h.ipp for h in groups[ranked[1]]}) == n_best:
-        warn.append(
-            f"{len([u for u in ranked if len({h.ipp for h in groups[u]}) == n_best])} CT series "
-            f"have {n_best} slices; picked {best} (larger z extent, then UID); --series forces another"
-        )
-    log.info(
-        "picked series %s (CT, %d slices) out of %d series; --series UID forces another",
-        best,
-        len(groups[best]),
-        len(groups),
-    )
-    return groups[best], warn, len(groups)
+    return [(uid, groups[uid]) for uid in sorted(usable)], warn, len(groups)
 
 
 def _check_uniform(folder: Path, hs: list[Header]) -> None:

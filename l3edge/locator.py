@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from l3edge.refine import refine_rows
 from l3edge.result import L3Result
 from l3edge.runtime import ModelLocation, OVModel, resolve_model
 from l3edge.series import Projection
+
+if TYPE_CHECKING:
+    from l3edge.scan import Scan
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class L3Locator:
         location: ModelLocation | None = None,
         refiner: OVModel | None = None,
         mirror: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.model = model
         """The compiled model."""
@@ -71,6 +75,8 @@ class L3Locator:
         """``auto`` (strip when the model and stride allow it, else per window), ``strip`` or ``window``."""
         self.stride = self._check_stride(stride)
         """Distance between window tops in model pixels."""
+        self.threads = threads
+        """CPU threads asked for at load (inference); :meth:`predict` decodes with as many (None: all)."""
 
     @classmethod
     def load(
@@ -108,7 +114,15 @@ class L3Locator:
             if refiner.metadata.level not in ("any", ov_model.metadata.level):
                 levels = f"{refiner.metadata.level}, the model finds {ov_model.metadata.level}"
                 raise ModelError(f"{refiner.path} refines {levels}")
-        return cls(ov_model, stride=stride, mode=mode, location=location, refiner=refiner, mirror=mirror)
+        return cls(
+            ov_model,
+            stride=stride,
+            mode=mode,
+            location=location,
+            refiner=refiner,
+            mirror=mirror,
+            threads=threads,
+        )
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -131,34 +145,85 @@ class L3Locator:
 
     def predict(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Scan,
         series_uid: str | None = None,
         stride: int | None = None,
         qa_dir: str | os.PathLike[str] | None = None,
         level: str | None = None,
+        *,
+        threads: int | None = None,
+        export_dir: str | os.PathLike[str] | None = None,
+        export_neighbours: int = 0,
     ) -> L3Result:
-        """Locate L3 (or ``level``) in the scan at ``path`` (DICOM folder or NIfTI file).
+        """Locate L3 (or ``level``) in the scan at ``path`` (DICOM folder, zip archive of one, or NIfTI file).
+
+        When a DICOM study holds several axial CT series, each candidate is read once, in a documented
+        preference order, and the one where the level is found best is reported (``l3edge.dicom_choice``);
+        ``series_choice`` says why and ``warnings`` lists the others.
 
         Args:
-            path: the scan.
-            series_uid: DICOM SeriesInstanceUID to use when the folder holds several series.
+            path: the scan, or a ``Scan`` from ``l3edge.scan.open_scan`` (closed when done).
+            series_uid: consider only this DICOM SeriesInstanceUID.
             stride: window stride in model pixels (default: the locator's).
             qa_dir: write a QA picture (PNG) for this scan into this folder.
             level: the vertebral level the result's fields describe (default: the model's, L3); every
                 level in view is in ``result.levels`` either way.
+            threads: decoding threads (default: the ``threads`` the locator was loaded with, else every CPU).
+            export_dir: copy the chosen slice (DICOM file byte for byte, or a 2D NIfTI) and a PNG of it into
+                ``export_dir/<scan name>/`` (``l3edge.export``); sets ``export_path``.
+            export_neighbours: also export this many slices on each side.
 
         Raises:
             InputError: the scan cannot be read or used.
-            UsageError: inconsistent stride, or a level the model does not place.
+            UsageError: inconsistent stride or export options, or a level the model does not place.
         """
-        # Imported here so that `import l3edge` stays light and the API works on in-memory projections alone.
-        from l3edge.scan import read_projection
+        from l3edge import study
 
         self.check_level(level)
-        t0 = time.perf_counter()
-        projection = read_projection(Path(path), series_uid=series_uid)
-        read_ms = _ms(t0)
-        return self._locate(projection, str(path), read_ms, stride, qa_dir, level)
+        scan, where = self._open(path, series_uid, threads, export_neighbours)
+        with scan:
+            return study.predict_scan(self, scan, where, stride, qa_dir, export_dir, export_neighbours, level)
+
+    def predict_all(
+        self,
+        path: str | os.PathLike[str] | Scan,
+        stride: int | None = None,
+        qa_dir: str | os.PathLike[str] | None = None,
+        level: str | None = None,
+        *,
+        threads: int | None = None,
+        export_dir: str | os.PathLike[str] | None = None,
+        export_neighbours: int = 0,
+    ) -> list[L3Result]:
+        """One result per candidate series of the scan (``--series all``), most preferred first; a candidate
+        that cannot be read gets a result with its ``error``. Arguments as for :meth:`predict`; QA pictures
+        and exports of a multi-series scan go into one subfolder per series.
+
+        Raises:
+            InputError: the scan has no candidate series at all.
+        """
+        from l3edge import study
+
+        self.check_level(level)
+        scan, where = self._open(path, None, threads, export_neighbours)
+        with scan:
+            return study.predict_each(self, scan, where, stride, qa_dir, export_dir, export_neighbours, level)
+
+    def _open(
+        self,
+        path: str | os.PathLike[str] | Scan,
+        series_uid: str | None,
+        threads: int | None,
+        neighbours: int,
+    ) -> tuple[Scan, str]:
+        # Imported here so that `import l3edge` stays light and the API works on in-memory projections alone.
+        from l3edge.scan import Scan, open_scan
+
+        if neighbours < 0:
+            raise UsageError(f"export_neighbours must be >= 0, not {neighbours}")
+        if isinstance(path, Scan):
+            return path, str(path.path)
+        return open_scan(Path(path), series_uid, threads if threads is not None else self.threads), str(path)
 
     def predict_projection(
         self,
@@ -350,12 +415,13 @@ def locate(path: str | os.PathLike[str], model: str | os.PathLike[str] | None = 
     """One-shot: load the model and locate L3 in one scan.
 
     Keyword arguments go to :meth:`L3Locator.load` (device, threads, stride, mode, inference_precision,
-    refine, mirror) or to :meth:`L3Locator.predict` (series_uid, qa_dir, level).
+    refine, mirror) or to :meth:`L3Locator.predict` (series_uid, qa_dir, level, export_dir,
+    export_neighbours).
     """
     load_keys = {"device", "threads", "stride", "mode", "inference_precision", "refine", "mirror"}
     load_kw = {k: v for k, v in kw.items() if k in load_keys}
     predict_kw = {k: v for k, v in kw.items() if k not in load_keys}
-    unknown = set(predict_kw) - {"series_uid", "qa_dir", "level"}
+    unknown = set(predict_kw) - {"series_uid", "qa_dir", "level", "export_dir", "export_neighbours"}
     if unknown:
         raise UsageError(f"unknown argument(s) to locate: {', '.join(sorted(unknown))}")
     return L3Locator.load(model, **load_kw).predict(path, **predict_kw)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from l3edge.errors import InputError
+from l3edge.hucheck import check_hu
 from l3edge.orientation import MAX_INPLANE_DEG, MAX_TILT_DEG, canonical_slice, in_plane, mip_row, tilt_deg
 from l3edge.series import Projection, SeriesInfo
 
@@ -120,13 +121,19 @@ def read_projection(path: Path, on_progress: Callable[[int, int], None] | None =
     z = m[2, 2] * np.arange(nz) + m[2, 3]  # LPS z of voxel (0, 0, k)
     ndim4 = len(img.shape) == 4
     rows = np.empty((nz, shape[geo.x_axis]), dtype=np.float32)
+    step = max(1, nz // 24)  # about 24 slices give a sparse pixel sample (64 x 64) for the HU check
+    grid = max(1, min(shape[0], shape[1]) // 64)
+    samples = []
     for k0 in range(0, nz, _CHUNK):
         k1 = min(nz, k0 + _CHUNK)
         block = _chunk(img, path, k0, k1, ndim4)
         for k in range(k0, k1):
             rows[k] = mip_row(block[:, :, k - k0], geo)
+            if k % step == 0:
+                samples.append(np.asarray(block[::grid, ::grid, k - k0], dtype=np.float32).ravel())
         if on_progress is not None:
             on_progress(k1, nz)
+    check_hu(path, np.concatenate(samples))
     order = np.argsort(-z, kind="stable")  # superior first
     zs = z[order]
     if not np.all(np.diff(zs) < 0):
@@ -165,3 +172,28 @@ def read_slice_hu(path: Path, k: int) -> np.ndarray:
         raise InputError(f"{path}: slice {k} is outside the volume (0..{shape[2] - 1})")
     block = _chunk(img, path, k, k + 1, len(img.shape) == 4)
     return canonical_slice(block[:, :, 0].astype(np.float32), geo)
+
+
+def write_slice(path: Path, k: int, out: Path) -> None:
+    """Write slice ``k`` (along the file's third axis) of the NIfTI at ``path`` as a 2D NIfTI at ``out``: the
+    same voxel values, and the affine of that slice (voxel (i, j) maps to where voxel (i, j, k) was).
+
+    Raises:
+        InputError: the source cannot be read or ``k`` is out of range.
+        OSError: ``out`` cannot be written.
+    """
+    nib = _nibabel()
+    img, shape, _ = _load(path)
+    if not 0 <= k < shape[2]:
+        raise InputError(f"{path}: slice {k} is outside the volume (0..{shape[2] - 1})")
+    plane = np.asarray(_chunk(img, path, k, k + 1, len(img.shape) == 4)[:, :, 0])
+    affine = np.asarray(img.affine, dtype=np.float64).copy()
+    affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(k)]) + affine[:3, 3]
+    hdr = img.header.copy()
+    hdr.set_data_dtype(plane.dtype)
+    out_img = type(img)(plane, affine, header=hdr)
+    out_img.header.set_slope_inter(1.0, 0.0)  # values are already scaled
+    out_img.set_qform(affine, code=max(1, int(img.header["qform_code"])))
+    out_img.set_sform(affine, code=max(1, int(img.header["sform_code"])))
+    with nib.imageglobals.LoggingOutputSuppressor():
+        nib.save(out_img, str(out))

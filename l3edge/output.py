@@ -41,6 +41,8 @@ CSV_COLUMNS = (
     "warnings",
     "error",
     "qa_path",
+    "series_choice",
+    "export_path",
 )
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 

@@ -54,6 +54,11 @@ class L3Result:
     "sop_instance_uid", "confidence"}`` (empty when the model places only one level or the scan failed)."""
     review: bool = False
     """A person should check this result: low confidence, or the vertebral counts disagree (see warnings)."""
+    series_choice: str | None = None
+    """Why this series was read: the only candidate, forced with ``series_uid``, or chosen by content among
+    several (the others are listed in ``warnings``). None for in-memory projections."""
+    export_path: str | None = None
+    """The exported file of the chosen slice (``export_dir``), if any."""
 
     @classmethod
     def failure(

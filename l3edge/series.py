@@ -37,6 +37,10 @@ class SeriesInfo:
     """Per row: DICOM SOPInstanceUID (None for NIfTI)."""
     warnings: tuple[str, ...] = ()
     """Non-fatal problems found while reading (gaps, duplicates, other series ignored)."""
+    archive: Path | None = None
+    """The zip archive ``slice_files`` are members of (each named ``<archive>/<member>``); None for files."""
+    part: str | None = None
+    """Which part of a series split by acquisition (``acquisition 2``, ``part 1``); None for a whole one."""
 
 
 @dataclass(frozen=True)

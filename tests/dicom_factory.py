@@ -155,8 +155,29 @@ def _dataset(
     return ds
 
 
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LOSSLESS = "1.2.840.10008.1.2.4.57"
+"""Written with imagecodecs (pydicom has no encoder for them without further plugins)."""
+
+
+def encapsulate_with_imagecodecs(ds: pydicom.Dataset, ts: str) -> None:
+    """Compress ``ds``'s pixels to JPEG-LS lossless or JPEG lossless (16-bit patterns, as DICOM stores
+    signed values in these codecs) and encapsulate them."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    arr = ds.pixel_array
+    bits = arr.view(np.uint16) if arr.dtype == np.int16 else arr
+    frame = imagecodecs.jpegls_encode(bits) if ts == JPEG_LS_LOSSLESS else imagecodecs.ljpeg_encode(bits)
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = ts
+
+
 def _save(ds: FileDataset, path: Path, ts: str) -> None:
-    if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+    if ts in (JPEG_LS_LOSSLESS, JPEG_LOSSLESS):
+        encapsulate_with_imagecodecs(ds, ts)
+    elif ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
         ds.compress(ts, generate_instance_uid=False)
     ds.save_as(path, enforce_file_format=True)
 

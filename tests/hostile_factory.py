@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,6 +324,75 @@ def text_named_nifti(tmp: Path) -> Path:
     return tmp / "notes.nii"
 
 
+def _zip(folder: Path, out: Path) -> Path:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"DICOM/{f.name}")
+    return out
+
+
+def zip_corrupt(tmp: Path) -> Path:
+    (tmp / "study.zip").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 3)  # a zip's start, then nothing
+    return tmp / "study.zip"
+
+
+def zip_without_dicom(tmp: Path) -> Path:
+    with zipfile.ZipFile(tmp / "docs.zip", "w") as z:
+        z.writestr("report.txt", "no images here")
+    return tmp / "docs.zip"
+
+
+def zip_damaged_member(tmp: Path) -> Path:
+    out = _zip(_series(tmp), tmp / "study.zip")
+    with zipfile.ZipFile(out) as z:
+        info = z.infolist()[2]
+    data = bytearray(out.read_bytes())
+    end = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size
+    for i in range(end - 200, end - 20):  # the deflate stream of one member is damaged
+        data[i] ^= 0x5A
+    out.write_bytes(bytes(data))
+    return out
+
+
+def hu_offset(tmp: Path) -> Path:
+    vol = np.full((6, 24, 32), -1000, np.int16)
+    vol[:, 6:18, 4:28] = 40
+    vol[:, 10:14, 14:18] = 700
+    return write_series(tmp / "scan", vol + 1000, intercept=0.0).folder  # HU + 1000 stored, intercept 0
+
+
+def overlapping_acquisitions(tmp: Path) -> Path:
+    uid = "1.2.826.0.1.3680043.8.498.77"
+    write_series(tmp / "scan" / "a", _vol(10), z=[2.5 * k for k in range(10)], uid=uid, seed=1,
+                 extra={"AcquisitionNumber": 1})  # fmt: skip
+    write_series(tmp / "scan" / "b", _vol(10), z=[11.0 + 2.5 * k for k in range(10)], uid=uid, seed=2,
+                 extra={"AcquisitionNumber": 2})  # fmt: skip
+    return tmp / "scan"
+
+
+def truncated_jpeg_frame(tmp: Path) -> Path:
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    vol = np.full((6, 64, 64), -1000, np.int16)
+    vol[:, 16:48, 8:56] = np.random.default_rng(0).integers(-100, 300, (32, 48))
+    d = write_series(tmp / "scan", vol).folder
+    for k, f in enumerate(sorted(d.iterdir())):
+        ds = pydicom.dcmread(f)
+        frame = imagecodecs.jpeg8_encode((ds.pixel_array.astype(np.int32) // 16).astype(np.uint8), level=95)
+        if k == 3:  # the transfer of this slice was cut short
+            sos = frame.find(b"\xff\xda")
+            frame = frame[: sos + (len(frame) - sos) // 2]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 16, -1024
+        ds.PixelData = encapsulate([bytes(frame)])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.save_as(f)
+    return d
+
+
 def model_not_ir(tmp: Path) -> Path:
     (tmp / "model.xml").write_text("this is not an OpenVINO IR")
     (tmp / "model.bin").write_bytes(b"\0" * 16)
@@ -350,7 +420,7 @@ KINDS: tuple[Hostile, ...] = (
     Hostile("secondary_capture", secondary_capture, 3, "secondary capture"),
     Hostile("mr_only", mr_only, 3, "modality MR"),
     Hostile("pet_only", pet_only, 3, "modality PT"),
-    Hostile("two_equal_ct_series", two_equal_series, 0, "have 8 slices"),
+    Hostile("two_equal_ct_series", two_equal_series, 0, "2 candidate series"),
     Hostile("duplicated_slices", duplicated_slices, 0, "repeat the position"),
     Hostile("small_gap", small_gap, 0, "missing slices"),
     Hostile("large_gap", large_gap, 3, "series is unusable: a gap of 24.0 mm"),
@@ -383,6 +453,12 @@ KINDS: tuple[Hostile, ...] = (
     Hostile("nifti_4d", nifti_4d, 3, "4D"),
     Hostile("nifti_2d", nifti_2d, 3, "2D"),
     Hostile("text_named_nii", text_named_nifti, 3, "not a readable NIfTI"),
+    Hostile("zip_corrupt", zip_corrupt, 3, "not a readable zip archive"),
+    Hostile("zip_without_dicom", zip_without_dicom, 3, "no DICOM image files found"),
+    Hostile("zip_damaged_member", zip_damaged_member, 0, "damaged DICOM files were skipped"),
+    Hostile("hu_offset_by_1000", hu_offset, 3, "not Hounsfield units"),
+    Hostile("overlapping_acquisitions", overlapping_acquisitions, 0, "acquisitions that overlap in z"),
+    Hostile("truncated_jpeg_frame", truncated_jpeg_frame, 0, "ends without its end marker"),
     Hostile("model_not_ir", model_not_ir, 4, "not an OpenVINO IR", target="model"),
     Hostile("model_onnx", model_onnx_path, 4, "not an OpenVINO IR", target="model"),
     Hostile("model_without_metadata", model_without_metadata, 4, "no l3edge metadata", target="model"),

@@ -164,7 +164,7 @@ def test_unexpected_exception_exit_3(
     def boom(*a: object, **k: object) -> None:
         raise ZeroDivisionError("synthetic failure")
 
-    monkeypatch.setattr("l3edge.scan.read_projection", boom)
+    monkeypatch.setattr("l3edge.scan.open_scan", boom)
     scan = dicom_series()
     r = runner.invoke(app, ["predict", str(scan), "--model", str(tiny_model)])
     assert r.exit_code == 3

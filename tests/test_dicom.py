@@ -105,11 +105,9 @@ def test_picks_largest_axial_ct_among_others(tmp_path: Path, caplog: pytest.LogC
     (root / "random.bin").write_bytes(bytes(range(256)) * 4)
     caplog.set_level("INFO", logger="l3edge")
     proj = read_projection(root)
-    _check(proj, spec)
-    assert proj.series.warnings == ()
-    assert any(
-        "picked series" in r.getMessage() and "out of 6 series" in r.getMessage() for r in caplog.records
-    )
+    _check(proj, spec)  # both CT series qualify; without a model the one covering more z is read
+    assert len(proj.series.warnings) == 1 and "2 candidate series" in proj.series.warnings[0]
+    assert any("2 candidate series out of 6 series" in r.getMessage() for r in caplog.records)
 
 
 def test_forced_series(tmp_path: Path) -> None:
@@ -125,7 +123,7 @@ def test_equal_candidates_warn_and_are_deterministic(tmp_path: Path) -> None:
     write_series(tmp_path / "b", make_volume(nz=6), dz=3.0, seed=2, uid="1.2.826.0.1.3680043.8.498.9")
     proj = read_projection(tmp_path)
     assert proj.series.series_instance_uid != a.uid  # b spans more z
-    assert any("have 6 slices" in w for w in proj.series.warnings)
+    assert any("2 candidate series" in w for w in proj.series.warnings)
 
 
 def test_duplicates_and_small_gap_warn(tmp_path: Path) -> None:
@@ -148,12 +146,18 @@ def test_large_gap_and_uneven_spacing_fail(tmp_path: Path) -> None:
 
 
 def test_streaming_reads_one_slice_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from l3edge import dicom
+    from l3edge import dicom_decode
 
     write_series(tmp_path / "s", make_volume(nz=8))
     shapes = []
-    real = dicom.read_pixels
-    monkeypatch.setattr(dicom, "read_pixels", lambda h: shapes.append(real(h).shape) or real(h))
+    real = dicom_decode.read_pixels
+
+    def spy(h, source=None):
+        out = real(h, source)
+        shapes.append(out[0].shape)
+        return out
+
+    monkeypatch.setattr(dicom_decode, "read_pixels", spy)
     progress: list[tuple[int, int]] = []
     read_projection(tmp_path / "s", on_progress=lambda d, t: progress.append((d, t)))
     assert shapes == [(24, 32)] * 8
@@ -163,12 +167,15 @@ def test_streaming_reads_one_slice_at_a_time(tmp_path: Path, monkeypatch: pytest
 def test_fast_path_matches_pydicom(tmp_path: Path) -> None:
     from pydicom.pixels import pixel_array
 
-    from l3edge import dicom
+    from l3edge.dicom_decode import read_pixels
+    from l3edge.dicom_header import read_header
 
     spec = write_series(tmp_path / "s", make_volume(nz=2), extra={"BitsStored": 12, "HighBit": 11})
-    h = dicom.read_header(spec.files[0])
-    assert h is not None and h.pixel_offset is not None
-    np.testing.assert_array_equal(dicom.read_pixels(h), pixel_array(str(spec.files[0])))
+    h = read_header(spec.files[0])
+    assert h is not None and h.pixel_offset is not None and not h.encapsulated
+    px, warnings = read_pixels(h)
+    np.testing.assert_array_equal(px, pixel_array(str(spec.files[0])))
+    assert warnings == []
 
 
 @pytest.mark.skipif(

@@ -7,9 +7,18 @@ For phantom DICOM series of the requested slice counts, prints one table with
 - just reading the series' pixels with pydicom (the floor any DICOM tool pays),
 - the seed-equivalent CNN baseline: unpruned VGG16, FP32, PyTorch eager, stride 1, the same windows,
 and the ratios between them (the CNN speed-up of the main model alone, and with the refiner's whole stage
-added). Timings on a shared machine are noisy: compare ratios from the same run.
+added).
+
+A second table, the reading table, writes the same phantom as uncompressed, JPEG 2000, JPEG-LS and RLE
+series and times the whole ``l3edge predict`` process (fresh interpreter: start-up, imports, model compile,
+header pass, decode, MIP, model) with one thread and with all threads, against a plain serial pydicom read of
+the same files in this process (``dcmread(f).pixel_array`` for every file, the page cache warm for both), as
+a ratio of medians over ``--repeat`` interleaved rounds. The process also reports its own reading time
+(``read_mip``) and its peak RSS; a start-up line gives the process's fixed cost (a 4-slice series).
+Timings on a shared machine are noisy: compare ratios from the same run.
 
     python -m tools.bench --slices 500 1200 [--model M.xml] [--parent vgg16.pt] [--threads 2]
+    python -m tools.bench --tables reading --reading-slices 500 [--syntaxes explicit jpeg2000 jpegls rle]
 
 Many scans (tools/bench_cohort.py; these replace the stage table):
 
@@ -31,13 +40,21 @@ from pathlib import Path
 
 import numpy as np
 
+SYNTAXES = ("explicit", "jpeg2000", "jpegls", "rle")
+SYNTAX_NAMES = {"explicit": "uncompressed", "jpeg2000": "JPEG 2000 lossless", "jpegls": "JPEG-LS lossless",
+                "rle": "RLE lossless"}  # fmt: skip
 
-def _phantom_series(root: Path, n_slices: int, seed: int) -> Path:
-    """A chest-abdomen-pelvis phantom of exactly ``n_slices`` uncompressed 512x512 slices (reused)."""
+
+def _phantom_series(root: Path, n_slices: int, seed: int, syntax: str = "explicit") -> Path:
+    """A chest-abdomen-pelvis phantom of exactly ``n_slices`` 512x512 slices in ``syntax`` (reused)."""
     from l3edge.phantom import sample_config, write_phantom
     from l3edge.phantom.anatomy import build_anatomy
 
-    out = root / f"phantom_{n_slices}_{seed}"
+    out = (
+        root / f"phantom_{n_slices}_{seed}"
+        if syntax == "explicit"
+        else root / f"phantom_{n_slices}_{seed}_{syntax}"
+    )
     if (out / "truth.json").exists():
         return out
     cfg = sample_config(seed, "cap")
@@ -48,8 +65,84 @@ def _phantom_series(root: Path, n_slices: int, seed: int) -> Path:
         slice_spacing_mm=spacing,
         slice_thickness_mm=max(spacing, 0.625),
     )
-    write_phantom(out, seed, config=cfg, transfer_syntax="explicit")
+    write_phantom(out, seed, config=cfg, transfer_syntax=syntax)
     return out
+
+
+def _warm(series: Path) -> None:
+    """Read every file once so that both contenders find them in the page cache."""
+    for f in series.iterdir():
+        f.read_bytes()
+
+
+def startup_s(args: argparse.Namespace) -> float:
+    """Wall time of the whole process on a 4-slice 64x64 series: the fixed cost (interpreter, imports, model
+    compile, first inference) that every row of the reading table pays and the in-process pydicom read does
+    not."""
+    from l3edge.phantom import sample_config, write_phantom
+
+    out = args.workdir / "startup_series"
+    if not (out / "truth.json").exists():
+        cfg = sample_config(args.seed, "abdomen", matrix=64, pixel_spacing_mm=6.4, slice_spacing_mm=5.0)
+        z0 = cfg.l3_z_mm
+        write_phantom(out, args.seed, config=cfg.with_overrides(scan_z_range=(z0 - 7.5, z0 + 7.5)))
+    _warm(out)
+    return statistics.median(_process(out, args.model, args.threads)[0] for _ in range(max(3, args.repeat)))
+
+
+def reading_rows(args: argparse.Namespace) -> list[dict]:
+    """The reading table: per slice count and transfer syntax, the process with 1 and all threads against a
+    plain serial pydicom read of the same files."""
+    rows = []
+    for n in args.reading_slices:
+        for syntax in args.syntaxes:
+            print(f"[bench] reading: {n} slices, {SYNTAX_NAMES[syntax]} ...", file=sys.stderr)
+            series = _phantom_series(args.workdir, n, args.seed, syntax)
+            _warm(series)
+            # Interleaved (baseline, 1 thread, all threads, baseline, ...) so that a load that changes
+            # during the run weighs on every contender alike; medians of each.
+            settings = sorted({1, args.threads})
+            base: list[float] = []
+            by_threads: dict[int, list[tuple[float, float, dict]]] = {t: [] for t in settings}
+            for _ in range(args.repeat):
+                base.append(_pydicom_read_s(series))
+                for t in settings:
+                    by_threads[t].append(_process(series, args.model, t))
+            floor_s = statistics.median(base)
+            for threads in settings:
+                runs = by_threads[threads]
+                wall = statistics.median(r[0] for r in runs)
+                read_s = statistics.median(r[2]["timings_ms"]["read_mip"] for r in runs) / 1000
+                rows.append(
+                    {
+                        "syntax": syntax,
+                        "slices": n,
+                        "threads": threads,
+                        "pydicom_read_s": floor_s,
+                        "process_s": wall,
+                        "process_over_pydicom": wall / floor_s,
+                        "read_mip_s": read_s,
+                        "peak_rss_mb": max(r[1] for r in runs),
+                        "found": runs[0][2].get("found"),
+                    }
+                )
+    return rows
+
+
+def print_reading(rows: list[dict], startup: float | None = None) -> None:
+    if startup is not None:
+        print(f"\nprocess start-up (whole `l3edge predict` on a 4-slice series): {startup:.2f} s")
+    print(
+        "\n| series | slices | threads | plain pydicom read s | `l3edge predict` process s "
+        "| process / pydicom | of which reading s | peak RSS MB | L3 found |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {SYNTAX_NAMES[r['syntax']]} | {r['slices']} | {r['threads']} | {r['pydicom_read_s']:.2f} "
+            f"| {r['process_s']:.2f} | {r['process_over_pydicom']:.2f}x | {r['read_mip_s']:.2f} "
+            f"| {r['peak_rss_mb']:.0f} | {r['found']} |"
+        )
 
 
 def _pydicom_read_s(series: Path) -> float:
@@ -134,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--in-memory", action="store_true", help="--shared-locator on in-memory MIPs (the model stages alone)"
     )
+    ap.add_argument(
+        "--tables",
+        nargs="+",
+        choices=("stages", "reading"),
+        default=["stages", "reading"],
+        help="what to run",
+    )
+    ap.add_argument("--reading-slices", type=int, nargs="+", default=[500], help="series lengths (reading)")
+    ap.add_argument("--syntaxes", nargs="+", choices=SYNTAXES, default=list(SYNTAXES), help="reading table")
     args = ap.parse_args(argv)
     if args.cohort or args.shared_locator:
         return _many_scans(args)
@@ -150,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     locator = L3Locator.load(args.model, threads=args.threads)
     meta = locator.metadata
     rows = []
-    for n in args.slices:
+    for n in args.slices if "stages" in args.tables else []:
         print(f"[bench] writing/reading a {n}-slice phantom series ...", file=sys.stderr)
         series = _phantom_series(args.workdir, n, args.seed)
         _pydicom_read_s(series)  # warm the page cache for every contender
@@ -191,12 +293,27 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
 
+    reading = reading_rows(args) if "reading" in args.tables else []
+    startup = startup_s(args) if reading else None
     print(
         f"\nmodel: {meta.name} {meta.version} ({meta.precision}), stride {locator.stride} px, "
         f"threads {args.threads}, inference precision {locator.model.inference_precision}"
     )
+    if rows:
+        print_stages(rows)
+    if reading:
+        print_reading(reading, startup)
+    if args.json:
+        doc = {"stages": rows, "reading": reading, "startup_s": startup}
+        args.json.write_text(json.dumps(doc, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def print_stages(rows: list[dict]) -> None:
     print(
-        "| slices | read+MIP ms | preprocess ms | CNN ms | refine ms | post ms | `l3edge predict` s "
+        "\n| slices | read+MIP ms | preprocess ms | CNN ms | refine ms | post ms | `l3edge predict` s "
         "| peak RSS MB | pydicom read s | process / pydicom | seed CNN s (windows) | CNN speed-up "
         "| CNN + refine speed-up |"
     )
@@ -210,11 +327,6 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['baseline_cnn_s']:.1f} ({r['baseline_windows']}) | {r['cnn_speedup']:.0f}x "
             f"| {r['cnn_refine_speedup']:.0f}x |"
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
 
 
 def _many_scans(args: argparse.Namespace) -> int:

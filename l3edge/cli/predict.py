@@ -33,7 +33,11 @@ def predict(
     model: ModelOpt = None,
     stride: Annotated[int | None, typer.Option(min=1, help="Window stride in model pixels.")] = None,
     series: Annotated[
-        str | None, typer.Option(help="SeriesInstanceUID to use in a multi-series folder.")
+        str | None,
+        typer.Option(
+            help="SeriesInstanceUID to use in a multi-series study, or 'all' for one result per candidate "
+            "series (default: the series that shows the level best, by content)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per scan on stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Append results to this .csv or .jsonl file.")] = None,
@@ -74,8 +78,19 @@ def predict(
     device: Annotated[str, typer.Option(help="OpenVINO device.")] = "CPU",
     threads: Annotated[
         int | None,
-        typer.Option(min=1, help="CPU threads for inference, per worker (default: the cores shared out)."),
+        typer.Option(
+            min=1, help="CPU threads for decoding and inference, per worker (default: the cores shared out)."
+        ),
     ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Copy each scan's slice (its DICOM file, or a 2D NIfTI) and a PNG into DIR/<scan name>/."
+        ),
+    ] = None,
+    export_neighbours: Annotated[
+        int, typer.Option(min=0, help="With --export: also this many slices on each side.")
+    ] = 0,
     mode: Annotated[
         Mode, typer.Option(help="strip: whole MIP at once; window: window by window.")
     ] = Mode.auto,
@@ -129,7 +144,18 @@ def predict(
         inference_precision=precision.value if precision else None,
         refine=refine,
     )
-    options: dict[str, Any] = {"series_uid": series, "qa_dir": os.path.abspath(qa) if qa else None}
+    if export is not None:
+        try:
+            export.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            error(export, f"cannot create the --export folder ({exc.strerror})")
+            raise typer.Exit(EXIT_USAGE) from None
+    options: dict[str, Any] = {
+        "series_uid": series,
+        "qa_dir": os.path.abspath(qa) if qa else None,
+        "export_dir": os.path.abspath(export) if export else None,
+        "export_neighbours": export_neighbours or None,
+    }
     where: object = model if model is not None else "model"
     try:
         where = resolve_model(model).path

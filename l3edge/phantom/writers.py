@@ -27,6 +27,7 @@ _SYNTAX = {
     "implicit": "1.2.840.10008.1.2",
     "rle": "1.2.840.10008.1.2.5",
     "jpeg2000": "1.2.840.10008.1.2.4.90",
+    "jpegls": "1.2.840.10008.1.2.4.80",
 }
 _DICOM_OPTS = {"transfer_syntax", "shuffle_names", "extensionless", "instance_order", "signed"}
 
@@ -80,6 +81,18 @@ def _dataset(cfg: PhantomConfig, z: float, inst: int, uids: dict[str, str], sign
     return ds
 
 
+def _encapsulate_jpegls(ds: Any, arr: np.ndarray) -> None:
+    """JPEG-LS lossless (pydicom has no JPEG-LS encoder without extra plugins; imagecodecs has CharLS).
+    JPEG-LS knows no sign: signed values are stored as their 16-bit two's complement bit patterns."""
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    frame = imagecodecs.jpegls_encode(arr.view(np.uint16) if arr.dtype == np.int16 else arr)
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = _SYNTAX["jpegls"]
+
+
 def write_dicom(
     config: PhantomConfig,
     out_dir: Path,
@@ -116,6 +129,8 @@ def write_dicom(
             ds.file_meta.TransferSyntaxUID = _SYNTAX["implicit"]
         elif transfer_syntax in ("rle", "jpeg2000"):
             ds.compress(_SYNTAX[transfer_syntax], arr)
+        elif transfer_syntax == "jpegls":
+            _encapsulate_jpegls(ds, arr)
         path = out_dir / _name(config.seed, inst - 1, shuffle_names, ext)
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
@@ -160,7 +175,7 @@ def write_phantom(
     """Write phantom ``seed`` to ``out_dir`` (a DICOM series, or ``phantom.nii.gz`` for ``fmt='nifti'``)
     and its
     ``truth.json``. Options: any PhantomConfig field (e.g. ``matrix=128, pixel_spacing_mm=3.2``) and, for
-    DICOM, ``transfer_syntax`` ('explicit', 'implicit', 'rle', 'jpeg2000'), ``shuffle_names``,
+    DICOM, ``transfer_syntax`` ('explicit', 'implicit', 'rle', 'jpeg2000', 'jpegls'), ``shuffle_names``,
     ``extensionless``, ``instance_order`` ('head' | 'feet'), ``signed``. ``config=`` passes a ready config."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
