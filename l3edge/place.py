@@ -11,8 +11,9 @@ answers lie is one input of the confidence (an unsure model is unstable under mi
 Confidence of a level, in [0, 1]: its mean presence over the fitted ramp, times the ramp correlation, times
 how closely the windows of that ramp agree on one row, how well the level agrees with the ladder of the other
 levels and with its mirrored answer, and (lumbar levels) whether the count from the last rib and the count
-from the sacrum agree. ``review`` is set when the confidence is
-below the model's ``review_below``, when the counts disagree, or when the level was only interpolated.
+from the sacrum agree and whether the scan shows both ends to count from (lowest rib-bearing vertebra and
+sacrum); a level near either end of the scan loses up to half. ``review`` is set when the confidence is below
+the model's ``review_below``, when the counts disagree, or when the level was only interpolated.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ NO_LADDER = 0.7
 """Confidence factor of a multi-level model's level that has too few found neighbours to be checked."""
 INTERPOLATED = 0.5
 COUNTS_DISAGREE = 0.5
+ONE_COUNT = 0.6
+"""Confidence factor of a lumbar level when the scan does not show both ends to count from (the lowest
+rib-bearing vertebra and the sacrum): it was counted from one end only."""
+EDGE_MM = 40.0
+"""A level closer than this to either end of the scan loses confidence in proportion (half at the edge)."""
 
 
 @dataclass(frozen=True)
@@ -168,8 +174,15 @@ def place_levels(
     t3 = time.perf_counter()
     out = {}
     multi = len(levels) > 1
+    zs = np.asarray(z_slices, dtype=np.float64)
+    both_ends = all(m in z_coarse and zs.min() <= z_coarse[m] <= zs.max() for m in ("T12", "S1"))
     for m, f in lad.levels.items():
         conf = _confidence(lad, m, shift.get(m), multi, mm)
+        if multi and m.startswith("L") and not both_ends:
+            conf *= ONE_COUNT
+        if m in z_coarse and zs.size:
+            edge = min(z_coarse[m] - zs.min(), zs.max() - z_coarse[m])
+            conf *= float(np.clip(0.5 + 0.5 * edge / EDGE_MM, 0.5, 1.0))
         if m not in z_coarse:
             out[m] = PlacedLevel(m, False, None, None, 0.0, f.presence, f.ramp_r, f.source)
             continue

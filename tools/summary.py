@@ -47,11 +47,18 @@ def auroc(scores: list[float], labels: list[bool]) -> float | None:
 
 
 def choose_review_below(results: list[dict[str, Any]], margin: float = 0.02) -> dict[str, Any]:
-    """The lowest confidence threshold under which every found scan left unflagged lies inside the body.
+    """The lowest confidence threshold under which every found scan of normal anatomy left unflagged lies
+    inside the body (transitional anatomy is left to the counts check and reported apart).
 
     Scans flagged for another reason (counts disagree, interpolated) stay flagged. Choose it on validation
     scans, never on the test set; ``margin`` is added above the worst miss's confidence."""
-    found = [r for r in results if r["outcome"] == "hit" and r["in_body"] is not None]
+    found = [
+        r
+        for r in results
+        if r["outcome"] == "hit"
+        and r["in_body"] is not None
+        and not set(r.get("variants") or []) & set(TRANSITIONAL)
+    ]
     misses = [r["confidence"] for r in found if not r["in_body"] and not r.get("review_other")]
     t = round(max(misses) + margin, 4) if misses else 0.0
     kept = [r for r in found if r["confidence"] >= t and not r.get("review_other")]
