@@ -33,7 +33,7 @@ from tools.mips import ORIENTATIONS, MipScan
 
 log = logging.getLogger("tools.orientation")
 
-MODES = ("head-first", "head-last", "detect", "detect-per-scan")
+MODES = ("head-first", "head-last", "detect", "detect-per-scan", "default")
 Scorer = Callable[[MipScan, np.ndarray], dict[str, float]]
 
 
@@ -91,6 +91,8 @@ def decide(
     """The scans with their orientation set (see the module docstring); UsageError on a split vote."""
     if mode in ORIENTATIONS:
         return [s.oriented(mode, "flag") for s in scans]
+    if mode == "default":  # a manifest's convention: row 0 is the head end
+        return [s.oriented("head-first", "default") for s in scans]
     if mode not in MODES:
         raise UsageError(f"orientation mode must be one of {', '.join(MODES)}, not {mode!r}")
     votes = [vote(sc, min_margin) for sc in scores]
