@@ -65,7 +65,11 @@ def test_npz_to_cache_parity_labels_and_folds(
     assert _build(*args, "--patient-regex", r"^(ph\d+-\d+)-") == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["cached"] == 6 and summary["in_view"] == sum(t["l3_in_view"] for t in truths)
-    assert summary["orientation"] == {"orientation": {"head-last": 6}, "by": {"flag": 6}}
+    assert summary["orientation"] == {
+        "orientation": {"head-last": 6},
+        "by": {"flag": 6},
+        "votes": {"no vote": 6},
+    }
     space, scans = load_cache(cache)
     assert space == TINY_SPACE
     with np.load(path, allow_pickle=True) as z:
@@ -117,7 +121,7 @@ def test_orientation_is_detected_with_the_bundled_model(
     summary = json.loads(capsys.readouterr().out)
     assert summary["orientation"]["orientation"] == {"head-last": 5}
     (by,) = summary["orientation"]["by"]
-    assert by.startswith("detected: file majority")
+    assert by.startswith("detected: file majority") and summary["orientation"]["votes"].get("with", 0) >= 4
     for m in read_index(tmp_path / "cache")["scans"]:
         assert set(m["orientation_scores"]) == {"head-first", "head-last"}
 

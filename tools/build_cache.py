@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         if oriented:
             from tools.orientation import summarize_orientation
 
-            summary["orientation"] = summarize_orientation(oriented)
+            summary["orientation"] = summarize_orientation(oriented, a.min_margin)
         if a.split:
             from tools.folds import write_folds
 

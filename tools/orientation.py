@@ -129,9 +129,15 @@ def decide(
     return out
 
 
-def summarize_orientation(metas: Sequence[dict]) -> dict[str, dict[str, int]]:
-    """Counts of ``orientation`` and ``orientation_by`` over cached MIP scans (for the build summary)."""
+def summarize_orientation(metas: Sequence[dict], min_margin: float = 0.05) -> dict[str, dict[str, int]]:
+    """Counts over cached MIP scans (for the build summary): orientation used, how it was chosen, and how
+    the scans' own votes compare with it (``with``, ``against``, ``no vote``: no label or too close)."""
+    votes: Counter[str] = Counter()
+    for m in metas:
+        v = vote(m.get("orientation_scores"), min_margin)
+        votes["no vote" if v is None else "with" if v == m["orientation"] else "against"] += 1
     return {
         "orientation": dict(sorted(Counter(m["orientation"] for m in metas).items())),
         "by": dict(sorted(Counter(str(m["orientation_by"]) for m in metas).items())),
+        "votes": dict(sorted(votes.items())),
     }
