@@ -25,6 +25,7 @@ from tools import export as export_mod  # noqa: E402
 from tools import quantize as quantize_mod  # noqa: E402
 from tools import train as tr  # noqa: E402
 from tools.checkpoint import save_checkpoint, sha256_file  # noqa: E402
+from tools.data import load_cache  # noqa: E402
 from tools.folds import FOLDS_NAME  # noqa: E402
 from tools.models import build_model  # noqa: E402
 from tools.phantom_npz import write_phantom_npz  # noqa: E402
@@ -79,7 +80,8 @@ def test_npz_build_train_evaluate_crossvalidate_export(
     assert rep["fold_ids"] == folds and FOLDS_NAME in rep["folds_from"]
     for r in rep["scans"]:
         assert r["id"] in folds[r["fold"]]
-    assert list(rep["stages"]) == ["cnn4", "cnn4 pruned 0.5 + 1 steps", "cnn4 pruned 0.5 + 1 steps, INT8"]
+    assert list(rep["stages"]) == ["cnn4", "cnn4 pruned 0.5, fine-tuned", "cnn4 pruned 0.5, fine-tuned, INT8"]
+    assert [f["prune_train"]["steps_done"] for f in rep["folds"]] == [1, 1]
     assert len(rep["table"].splitlines()) == 5
     capsys.readouterr()
     assert ev.main([*args, "--folds", "3"]) == 2
@@ -123,6 +125,10 @@ def test_generated_checkpoint_fine_tunes_and_reexports(
     assert after["pruning"]["ratio"] == 0.5 and after["parent_sha256"] == sha256_file(shipped)
     changed = [not torch.equal(a, after["state_dict"][k]) for k, a in before["state_dict"].items()]
     assert any(changed)
+    space, scans = load_cache(cache)  # the starting point is validated too: no step beats it here (lr 0)
+    cfg = {"steps": 2, "lr": 0.0, "val_frac": 0.34, "batch": 2, "eval_every": 1, "device": "cpu"}
+    _, m = tr.train_on(scans, space, "vgg16", init=str(shipped), **cfg)
+    assert [h["step"] for h in m["history"]] == [0, 1, 2] and m["best_step"] == 0
 
     xml, int8 = tmp_path / "ir" / "ft.xml", tmp_path / "ir" / "ft_int8.xml"
     export_mod.main([str(ft), "--out", str(xml), "--name", "mine", "--version", "0.3.0-ft"])

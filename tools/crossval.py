@@ -37,17 +37,19 @@ def _prune_and_tune(
     ratio: float,
     tmp: Path,
     **cfg: Any,
-) -> Any:
+) -> tuple[Any, dict[str, Any]]:
+    """The pruned model, fine-tuned on the fold's training scans (validation split inside them), and the
+    fine-tune's metrics."""
     from tools.checkpoint import save_checkpoint
     from tools.prune import prune_model, rebuild
 
     pruned = rebuild(prune_model(model, space, ratio), arch, space)
     if cfg.get("steps", 0) <= 0:
-        return pruned
+        return pruned, {"steps_done": 0}
     init = tmp / "pruned_init.pt"
     save_checkpoint(init, pruned, arch, space, pruning={"ratio": ratio})
-    tuned, _ = train_on(train_scans, space, arch, None, init=str(init), **cfg)
-    return tuned
+    tuned, metrics = train_on(train_scans, space, arch, None, init=str(init), **cfg)
+    return tuned, {k: metrics[k] for k in ("steps_done", "stopped", "seconds", "best_step")}
 
 
 def _int8_runner(
@@ -104,7 +106,7 @@ def cross_validate(
     by_id = {s.id: s for s in scans}
     stages = [_stage_name(arch, train_cfg)]
     if prune is not None:
-        stages.append(f"{arch} pruned {prune:g} + {prune_steps} steps")
+        stages.append(f"{arch} pruned {prune:g}, fine-tuned")
     if int8:
         stages.append(f"{stages[-1]}, INT8")
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in stages}
@@ -121,11 +123,12 @@ def cross_validate(
             out = Path(out_dir) / f"{arch}-fold{f}.pt" if out_dir else None
             log.info("fold %d/%d: train %d, test %d", f + 1, folds, len(train_scans), len(test_scans))
             model, metrics = train_on(train_scans, space, arch, out, seed=seed, **train_cfg)
-            models = [model]
+            models, tuned = [model], None
             if prune is not None:
-                models.append(
-                    _prune_and_tune(model, space, arch, train_scans, prune, tmp, seed=seed, **tune_cfg)
+                pruned, tuned = _prune_and_tune(
+                    model, space, arch, train_scans, prune, tmp, seed=seed, **tune_cfg
                 )
+                models.append(pruned)
             runners = [torch_runner(m) for m in models]
             if int8:
                 xml = (Path(out_dir) if out_dir else tmp) / f"{arch}-fold{f}-int8.xml"
@@ -144,6 +147,8 @@ def cross_validate(
                 k: metrics[k]
                 for k in ("steps_done", "stopped", "seconds", "best_step", "loss_first", "loss_last")
             }
+            if tuned is not None:
+                base["prune_train"] = tuned
             per_fold.append(base)
             log.info(
                 "fold %d: error %.2f mm, %s slices, wrong found/not %d/%d",

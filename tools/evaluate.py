@@ -4,6 +4,7 @@
     python -m tools.evaluate model.xml --cache cache/phantoms
     python -m tools.evaluate model.xml --cache cache/phantoms --refine-cache cache/phantoms-1mm [--refiner R]
     python -m tools.evaluate --folds 5 --arch cnn4 --cache cache/phantoms --steps 600 [--json cv.json]
+    python -m tools.evaluate --folds 5 --init models/CKPT.pt --cache cache/kanavati --int8 [--per-scan]
 
 (cross-validation: tools/crossval.py; the per-scan pipeline: tools/pipeline.py).
 
@@ -15,6 +16,8 @@ found: in slices (nearest slice to the predicted z vs nearest slice to the label
 simulated slices, not the MIP rows) and in mm (predicted z, as the locator reports it, vs label z). Wrongly
 found / not found scans are counted separately. (The runtime resamples only the MIP rows near the coarse
 estimate for the refiner, so its fine grid's phase can differ from the cached one by a fraction of a pixel.)
+"Inside the vertebral body" needs the body's extent (phantom truths); labels from a CSV, a manifest or an npz
+give a position only, and the report says so instead of a share.
 """
 
 from __future__ import annotations

@@ -180,6 +180,8 @@ def _loop(
             bad += 1
         return bad >= cfg.patience
 
+    if cfg.init:  # the starting point competes too: fine-tuning never returns a model worse on validation
+        validate(0)
     for step in range(1, cfg.steps + 1):  # noqa: B007 (step is read after the loop)
         elapsed = time.perf_counter() - t0
         if budget is not None and elapsed >= budget:
