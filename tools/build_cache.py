@@ -4,11 +4,18 @@ Real or DICOM-phantom scans::
 
     python -m tools.build_cache scans.csv [more.csv | phantom_dir ...] --out cache/mine [--workers 2]
 
+Precomputed frontal MIPs (tools/mips.py): the public L3 dataset (Kanavati et al. 2018) or a MIP manifest::
+
+    python -m tools.build_cache l3_dataset.npz --out cache/kanavati --split [--head-first | --head-last]
+    python -m tools.build_cache mips.csv --out cache/mips [--png-hu-offset 1024]
+
 Synthetic phantoms without writing DICOM (how the default model's training set is made)::
 
     python -m tools.build_cache --phantoms 3000 --seed 0 --out cache/phantoms [--region-mix abdomen=3,chest=1]
 
-The cache is resumable: scans already cached in ``--out`` are skipped. See tools/data.py for the format.
+``--like MODEL`` builds the cache in a model's space (a checkpoint to fine-tune, or an IR). ``--split`` writes
+the cross-validation folds by patient (tools/folds.py). The cache is resumable: scans already cached in
+``--out`` are skipped. See tools/data.py for the format and the label contract.
 """
 
 from __future__ import annotations
@@ -17,10 +24,7 @@ import argparse
 import json
 import logging
 import math
-import multiprocessing as mp
 import sys
-import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,50 +33,24 @@ import numpy as np
 from l3edge.errors import L3EdgeError, UsageError
 from l3edge.metadata import ModelSpace
 from l3edge.preprocess import to_model_space
+from tools.cache_writer import Progress, build_cache
 from tools.data import (
-    CACHE_FORMAT,
     CHANNEL_PRESETS,
-    INDEX_NAME,
     TRUTH_NAME,
     ScanRecord,
     gather_records,
     label_from_record,
     label_from_truth,
     make_meta,
-    read_meta,
     save_cached,
     truth_slices,
 )
 
+__all__ = ["Progress", "build_cache", "main"]  # build_cache and Progress live in tools.cache_writer
+
 log = logging.getLogger("tools.build_cache")
 
 DTYPES = ("float32", "float16", "int16")
-
-
-class Progress:
-    """A one-line progress counter on stderr (no tqdm dependency)."""
-
-    def __init__(self, total: int, label: str = "cache", stream: Any = None) -> None:
-        self.total, self.label, self.done, self.failed = total, label, 0, 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.t0 = time.perf_counter()
-        self._last = 0.0
-
-    def update(self, ok: bool = True) -> None:
-        self.done += 1
-        self.failed += not ok
-        now = time.perf_counter()
-        if now - self._last > 0.5 or self.done == self.total:
-            self._last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            self.stream.write(
-                f"\r{self.label}: {self.done}/{self.total} ({self.failed} failed) "
-                f"{rate:.1f}/s eta {eta:.0f}s "
-            )
-            if self.done == self.total:
-                self.stream.write("\n")
-            self.stream.flush()
 
 
 # --- one scan ---------------------------------------------------------------------------------------------
@@ -200,107 +178,6 @@ def sample_rows(mip: np.ndarray, z_rows: np.ndarray, z_at: np.ndarray) -> np.nda
     return (mip[i0] * (1 - f) + mip[i1] * f).astype(np.float32)
 
 
-# --- the whole cache --------------------------------------------------------------------------------------
-
-
-def _call(
-    job: tuple[str, Callable[..., dict[str, Any]], tuple[Any, ...]],
-) -> tuple[str, dict[str, Any] | None, str]:
-    scan_id, fn, args = job
-    try:
-        return scan_id, fn(*args), ""
-    except (L3EdgeError, OSError, ValueError, KeyError) as exc:
-        # One unreadable scan must not stop a long build; it is listed in the index with the reason.
-        return scan_id, None, f"{type(exc).__name__}: {exc}"
-
-
-def _open_cache(folder: Path, space: ModelSpace) -> dict[str, dict[str, Any]]:
-    """Create ``folder`` or check that it was built with ``space``; returns the scans already cached."""
-    folder.mkdir(parents=True, exist_ok=True)
-    index_path = folder / INDEX_NAME
-    if index_path.is_file():
-        old = json.loads(index_path.read_text())
-        if old.get("space") != json.loads(json.dumps(space.to_dict())):
-            raise UsageError(f"{folder} was built with another model space; use a new --out folder")
-    done = {}
-    for p in sorted(folder.glob("*.npz")):
-        if p.name.startswith("."):
-            continue
-        try:
-            done[p.stem] = read_meta(p)
-        except (OSError, ValueError, KeyError):
-            log.warning("re-caching unreadable %s", p.name)
-    return done
-
-
-def _write_index(
-    folder: Path,
-    space: ModelSpace,
-    metas: dict[str, dict[str, Any]],
-    failed: dict[str, str],
-    info: dict[str, Any],
-) -> None:
-    index = {
-        "format": CACHE_FORMAT,
-        "space": space.to_dict(),
-        "info": info,
-        "scans": [metas[k] for k in sorted(metas)],
-        "failed": failed,
-    }
-    tmp = folder / f".{INDEX_NAME}.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(folder / INDEX_NAME)
-
-
-def build_cache(
-    jobs: list[tuple[str, Callable[..., dict[str, Any]], tuple[Any, ...]]],
-    folder: str | Path,
-    space: ModelSpace,
-    workers: int = 1,
-    info: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run cache jobs ``(scan_id, fn, args)`` (skipping cached ids) and write the index. Returns a summary."""
-    folder = Path(folder)
-    metas = _open_cache(folder, space)
-    todo = [j for j in jobs if j[0] not in metas]
-    failed: dict[str, str] = {}
-    bar = Progress(len(todo)) if progress and todo else None
-    results: Iterable[tuple[str, dict[str, Any] | None, str]]
-    pool = None
-    if workers > 1 and len(todo) > 1:
-        pool = mp.get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers)
-        results = pool.imap_unordered(_call, todo, chunksize=max(1, min(16, len(todo) // (8 * workers))))
-    else:
-        results = map(_call, todo)
-    try:
-        for n, (scan_id, meta, err) in enumerate(results, start=1):
-            if meta is not None:
-                metas[scan_id] = meta
-            else:
-                failed[scan_id] = err
-                log.warning("skipped %s: %s", scan_id, err)
-            if bar:
-                bar.update(meta is not None)
-            if n % 200 == 0:  # checkpoint the index so an interrupted build still has a usable one
-                _write_index(folder, space, metas, failed, info or {})
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    _write_index(folder, space, metas, failed, info or {})
-    wanted = {j[0] for j in jobs}
-    cached = [m for k, m in metas.items() if k in wanted]
-    return {
-        "cached": len(cached),
-        "new": len(todo) - len(failed),
-        "skipped_existing": len(jobs) - len(todo),
-        "failed": len(failed),
-        "in_view": sum(m["in_view"] for m in cached),
-        "folder": str(folder),
-    }
-
-
 def record_jobs(
     records: list[ScanRecord], folder: Path, space: ModelSpace, dtype: str
 ) -> list[tuple[Any, ...]]:
@@ -339,9 +216,45 @@ def parse_mix(text: str | None) -> dict[str, float]:
     return mix
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tools.data import default_space
+def model_space_of(model: str | Path) -> ModelSpace:
+    """The model space of a checkpoint (.pt) or an OpenVINO IR (.xml)."""
+    path = Path(model)
+    if not path.is_file():
+        raise UsageError(f"--like {path}: no such file")
+    try:
+        if path.suffix.lower() == ".xml":
+            from l3edge.runtime import load_metadata
 
+            return load_metadata(path).space
+        import torch
+
+        return ModelSpace.from_dict(torch.load(path, map_location="cpu", weights_only=False)["space"])
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"--like {path}: not an l3edge checkpoint or IR ({exc})") from exc
+
+
+def mip_sources(a: argparse.Namespace, npz: list[Path], manifests: list[Path], level: str) -> list[Any]:
+    """The MIPs of the npz files and manifests, with their orientation decided (tools/orientation.py)."""
+    from tools import orientation as ori
+    from tools.mips import read_l3_npz, read_manifest
+
+    groups = [(read_l3_npz(f, level, a.patient_regex), a.orientation or "detect") for f in npz]
+    groups += [(read_manifest(f, level, a.png_hu_offset), a.orientation or "default") for f in manifests]
+    scorer = None
+    out: list[Any] = []
+    for scans, mode in groups:
+        scores: list[dict[str, float] | None] = [None] * len(scans)
+        if mode.startswith("detect"):
+            scorer = scorer or ori.locator_scorer(a.orient_model)
+            bar = Progress(sum(s.has_label for s in scans), "orientation") if not a.quiet else None
+            voting = [s for s in scans if s.has_label]
+            it = iter(ori.score_all(voting, scorer, bar.update if bar else None))
+            scores = [next(it) if s.has_label else None for s in scans]
+        out += ori.decide(scans, scores, mode, a.min_margin)
+    return out
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m tools.build_cache",
         description=__doc__,
@@ -350,18 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "inputs",
         nargs="*",
-        help="scan-list CSVs and/or phantom folders (truth.json; or folders of them). CSV columns: path "
+        help="scan-list CSVs, MIP manifests (CSV with an image column), L3 dataset .npz files and/or phantom "
+        "folders (truth.json; or folders of them). Scan-list columns: path "
         "(DICOM folder or NIfTI file, relative to the CSV) and the labelled slice as ONE of z_mm "
         "(patient z, mm), "
         "slice_index (0-based; DICOM: z-ascending feet->head order; NIfTI: the file's third-axis index) or "
-        "sop_instance_uid; all three empty = the vertebra is not in the scan; optional level (default L3)",
+        "sop_instance_uid; all three empty = the vertebra is not in the scan; optional level (default L3). "
+        "Manifest columns: see tools/mips.py",
     )
     ap.add_argument("--out", required=True, type=Path, help="cache folder (created; resumable)")
     ap.add_argument(
         "--phantoms", type=int, default=0, help="generate N fast phantoms instead of reading scans"
     )
     ap.add_argument(
-        "--seed", type=int, default=0, help="phantom seed (scan i uses a stream derived from seed, i)"
+        "--seed",
+        type=int,
+        default=0,
+        help="phantom seed (scan i uses a stream derived from seed, i); also the --split seed",
     )
     ap.add_argument(
         "--region-mix",
@@ -382,13 +300,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mm-per-px", type=float, default=4.0)
     ap.add_argument("--window", type=int, nargs=2, default=(80, 64), metavar=("H", "W"), help="window px")
     ap.add_argument("--pad-px", type=int, default=80)
+    ap.add_argument(
+        "--like",
+        metavar="MODEL",
+        help="take the model space from this checkpoint (.pt) or IR (.xml), e.g. the one to fine-tune "
+        "(overrides --channels, --mm-per-px, --window and --pad-px)",
+    )
     ap.add_argument("--dtype", default="float32", choices=DTYPES, help="image storage (HU)")
     ap.add_argument("--workers", type=int, default=1)
+    g = ap.add_argument_group(
+        "MIP orientation (npz and manifests; default: --detect for an npz, head first for a manifest)"
+    )
+    og = g.add_mutually_exclusive_group()
+    for flag in ("head-first", "head-last", "detect", "detect-per-scan"):
+        helps = {
+            "head-first": "row 0 of every stored MIP is the head end",
+            "head-last": "the last row of every stored MIP is the head end",
+            "detect": "run a model both ways; the file's majority vote decides for all its scans",
+            "detect-per-scan": "as --detect, but each scan with a clear vote takes its own",
+        }
+        og.add_argument(f"--{flag}", dest="orientation", action="store_const", const=flag, help=helps[flag])
+    g.add_argument("--orient-model", help="model for --detect (default: $L3EDGE_MODEL, else the bundled one)")
+    g.add_argument("--min-margin", type=float, default=0.05, help="smallest confidence gap that votes")
+    ap.add_argument("--patient-regex", help="npz: the patient is group 1 of this regex on the name")
+    ap.add_argument("--png-hu-offset", type=float, help="manifest PNGs: HU = value - offset")
+    ap.add_argument("--split", action="store_true", help="write folds.json: --folds folds by patient")
+    ap.add_argument("--folds", type=int, default=5, help="number of folds for --split (default 5)")
     ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tools.data import default_space, read_index
+
+    a = _args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(message)s")
     try:
-        space = default_space(a.channels, a.mm_per_px, a.window[0], a.window[1], a.pad_px)
+        if a.like:
+            space = model_space_of(a.like)
+        else:
+            space = default_space(a.channels, a.mm_per_px, a.window[0], a.window[1], a.pad_px)
         level = a.level.upper()
         if a.phantoms > 0:
             from l3edge.phantom.config import REGIONS
@@ -398,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                 bad = sorted(set(mix) - set(REGIONS))
                 raise UsageError(f"--region-mix: unknown region(s) {bad}; use {', '.join(REGIONS)}")
             jobs = phantom_jobs(a.phantoms, a.seed, mix, a.phantom_mm, level, a.out, space, a.dtype)
-            info = {
+            info: dict[str, Any] = {
                 "kind": "phantom-fast",
                 "n": a.phantoms,
                 "seed": a.seed,
@@ -406,12 +357,36 @@ def main(argv: list[str] | None = None) -> int:
                 "level": level,
             }
         elif a.inputs:
-            records = gather_records(a.inputs, level)
-            jobs = record_jobs(records, a.out, space, a.dtype)
-            info = {"kind": "scans", "inputs": [str(p) for p in a.inputs]}
+            from tools.mips import is_manifest, mip_jobs
+
+            paths = [Path(p) for p in a.inputs]
+            npz = [p for p in paths if p.suffix.lower() == ".npz"]
+            manifests = [p for p in paths if p.suffix.lower() == ".csv" and is_manifest(p)]
+            others: list[str | Path] = [p for p in paths if p not in npz and p not in manifests]
+            jobs = record_jobs(gather_records(others, level), a.out, space, a.dtype) if others else []
+            if npz or manifests:
+                jobs += mip_jobs(mip_sources(a, npz, manifests, level), a.out, space, a.dtype)
+            kind = "mips" if not others else "scans"
+            info = {"kind": kind, "inputs": [str(p) for p in a.inputs], "level": level}
         else:
-            raise UsageError("give scan-list CSVs / phantom folders, or --phantoms N")
+            raise UsageError("give scan lists, MIP manifests, .npz files or phantom folders, or --phantoms N")
         summary = build_cache(jobs, a.out, space, a.workers, info, progress=not a.quiet)
+        wanted = {j[0] for j in jobs}
+        metas = [m for m in read_index(a.out)["scans"] if m["id"] in wanted]
+        oriented = [m for m in metas if "orientation" in m]
+        if oriented:
+            from tools.orientation import summarize_orientation
+
+            summary["orientation"] = summarize_orientation(oriented, a.min_margin)
+        if a.split:
+            from tools.folds import write_folds
+
+            doc = write_folds(a.out, a.folds, a.seed)
+            summary["folds"] = {
+                "k": doc["k"],
+                "sizes": [len(f) for f in doc["folds"]],
+                "patients": doc["n_patients"],
+            }
     except L3EdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -6,7 +6,16 @@ image in HU (``to_model_space`` output, unnormalised: normalisation happens at t
 string::
 
     {"id", "source", "path", "level", "z0_mm", "mm_per_px", "label_z_mm", "label_row", "in_view", "n_slices",
-     "region", "variant", "vertebrae": {level: {"z_top_mm", "z_bottom_mm", "row_top", "row_bottom"}}}
+     "region", "variants", "levels_known": [...],
+     "vertebrae": {LEVEL: {"z_mm", "z_top_mm", "z_bottom_mm", "row_top", "row_bottom"}}, ...source extras}
+
+The label contract (read by the trainers): ``level``/``label_z_mm``/``label_row``/``in_view`` describe the
+level the cache was built for. ``vertebrae`` holds every level whose position is known, rows in this image's
+model-space rows; ``z_top_mm``/``z_bottom_mm`` and ``row_top``/``row_bottom`` are None when the body extent is
+unknown (labels from a CSV or an npz give a position only). ``levels_known`` is the sorted list of levels
+whose presence or absence is known: a level in it but not in ``vertebrae`` is known to be absent from the
+scan; a level in neither is unknown. Phantoms know every level of their truth; a labelled CSV or npz row knows
+its one level (also when the label is empty: known absent).
 
 Label conventions of the scan-list CSV (one row per scan, ``path`` plus at most one label column): ``z_mm``
 (patient z of the L3 slice, DICOM LPS / NIfTI converted to the same axis), ``slice_index`` (0-based index in
@@ -31,6 +40,9 @@ from l3edge.errors import InputError, UsageError
 from l3edge.metadata import ModelSpace
 from l3edge.preprocess import RowGrid
 from l3edge.series import Projection
+from tools.truth import inside_scan, vertebra_bounds, vertebra_entries
+from tools.truth import label_from_truth as label_from_truth  # re-exported (build_cache, e2e)
+from tools.truth import truth_slices as truth_slices
 
 CACHE_FORMAT = 1
 INDEX_NAME = "index.json"
@@ -173,92 +185,10 @@ def gather_records(inputs: list[str | Path], level: str = "L3") -> list[ScanReco
     return records
 
 
-# --- truth (phantoms) -------------------------------------------------------------------------------------
-
-
-def _vertebra_entries(vertebrae: Any) -> dict[str, dict[str, Any]]:
-    """Truth ``vertebrae`` as {level: dict}; accepts a mapping or a list of dicts/objects with a name."""
-    if vertebrae is None:
-        return {}
-    if isinstance(vertebrae, dict):
-        items = vertebrae.items()
-    else:
-        items = []
-        for v in vertebrae:
-            d = v if isinstance(v, dict) else getattr(v, "to_dict", lambda v=v: vars(v))()
-            items.append((d.get("name") or d.get("level") or d.get("label"), d))
-    out = {}
-    for k, v in items:
-        d = v if isinstance(v, dict) else getattr(v, "to_dict", lambda v=v: vars(v))()
-        out[str(k).upper()] = dict(d)
-    return out
-
-
-def _get(d: dict[str, Any], *keys: str) -> float | None:
-    for k in keys:
-        if d.get(k) is not None:
-            return float(d[k])
-    return None
-
-
-def vertebra_bounds(vertebrae: Any, level: str) -> tuple[float, float, float] | None:
-    """(z_top, z_bottom, z_centre) in mm of ``level`` in a truth ``vertebrae`` entry, None if absent."""
-    d = _vertebra_entries(vertebrae).get(level.upper())
-    if d is None:
-        return None
-    top = _get(d, "z_top_mm", "z_top", "top_z_mm", "z_superior_mm")
-    bottom = _get(d, "z_bottom_mm", "z_bottom", "bottom_z_mm", "z_inferior_mm")
-    centre = _get(d, "z_mm", "z_center_mm", "z_centre_mm", "z_center", "z")
-    if centre is None and top is not None and bottom is not None:
-        centre = 0.5 * (top + bottom)
-    if centre is None:
-        return None
-    return (top if top is not None else math.nan, bottom if bottom is not None else math.nan, centre)
-
-
-def label_from_truth(truth: dict[str, Any], level: str, z_mm: np.ndarray) -> tuple[float, bool]:
-    """(label z, in view) for ``level`` from a phantom truth dict (``l3edge.phantom.Truth.to_dict()``)."""
-    if level.upper() == "L3" and "l3_in_view" in truth:
-        z = truth.get("l3_z_mm")
-        if z is None:
-            z = truth.get("l3_z_true_mm")
-        return (float(z) if z is not None else math.nan), bool(truth["l3_in_view"])
-    entry = _vertebra_entries(truth.get("vertebrae")).get(level.upper())
-    b = vertebra_bounds(truth.get("vertebrae"), level)
-    if b is None or entry is None:
-        return math.nan, False
-    in_view = entry.get("in_view")
-    return b[2], bool(in_view) if in_view is not None else _inside(b[2], z_mm)
-
-
-def truth_slices(truth: dict[str, Any] | None) -> np.ndarray | None:
-    """Slice centres (superior first) of the simulated scan, from a phantom truth; None if it lacks them.
-
-    The fast phantom path samples its MIP rows finer than the simulated slices, so errors in slices must be
-    counted on these, not on the MIP rows."""
-    if not truth:
-        return None
-    try:
-        lo, hi = (float(v) for v in truth["scan_z_range"])
-        n, dz = int(truth["n_slices"]), float(truth["slice_spacing_mm"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if n < 1 or dz <= 0 or abs((hi - lo) - (n - 1) * dz) > 0.01 * dz + 1e-6:
-        return None
-    return hi - dz * np.arange(n)
-
-
-def _inside(z: float, z_mm: np.ndarray) -> bool:
-    """``z`` within the scanned range (half a slice beyond the outer slice centres)."""
-    z_mm = np.asarray(z_mm, dtype=np.float64)
-    half = abs(z_mm[0] - z_mm[1]) / 2 if z_mm.size > 1 else 0.5
-    return bool(z_mm.min() - half <= z <= z_mm.max() + half)
-
-
 def label_from_record(record: ScanRecord, proj: Projection) -> tuple[float, bool]:
     """(label z, in view) for a CSV record, resolving slice_index / SOPInstanceUID through ``proj.series``."""
     if record.z_mm is not None:
-        return record.z_mm, _inside(record.z_mm, proj.z_mm)
+        return record.z_mm, inside_scan(record.z_mm, proj.z_mm)
     if record.slice_index is None and record.sop_instance_uid is None:
         return math.nan, False
     s = proj.series
@@ -308,6 +238,21 @@ class CachedScan:
         return int(np.argmin(np.abs(self.z_slices - self.label_z_mm)))
 
 
+def _finite_or_none(z: float | None) -> float | None:
+    return float(z) if z is not None and math.isfinite(z) else None
+
+
+def _level_entry(grid: RowGrid, centre: float, top: float | None, bottom: float | None) -> dict[str, Any]:
+    top, bottom = _finite_or_none(top), _finite_or_none(bottom)
+    return {
+        "z_mm": float(centre),
+        "z_top_mm": top,
+        "z_bottom_mm": bottom,
+        "row_top": None if top is None else float(grid.z_to_row(top)),
+        "row_bottom": None if bottom is None else float(grid.z_to_row(bottom)),
+    }
+
+
 def make_meta(
     scan_id: str,
     source: str,
@@ -318,22 +263,32 @@ def make_meta(
     label_z: float,
     in_view: bool,
     truth: dict[str, Any] | None,
+    labels: dict[str, float | None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON metadata stored with a cached scan."""
-    verts = {}
-    for name in _vertebra_entries((truth or {}).get("vertebrae")):
-        b = vertebra_bounds(truth["vertebrae"], name) if truth else None
-        if b is not None:
-            top, bottom, centre = b
-            verts[name] = {
-                "z_top_mm": top,
-                "z_bottom_mm": bottom,
-                "z_mm": centre,
-                "row_top": float(grid.z_to_row(top)) if math.isfinite(top) else None,
-                "row_bottom": float(grid.z_to_row(bottom)) if math.isfinite(bottom) else None,
-            }
+    """The JSON metadata stored with a cached scan (the label contract: see the module docstring).
+
+    Levels come from ``truth`` (a phantom: every level of its truth, with the body extent), else from
+    ``labels`` (level -> patient z of the labelled position, None when the level is known to be absent), else
+    from ``level``/``label_z`` alone (a scan-list row). ``extra`` keys are added as they are (patient,
+    orientation, ...)."""
+    verts: dict[str, dict[str, Any]] = {}
+    if truth:
+        entries = vertebra_entries(truth.get("vertebrae"))
+        known = set(entries)
+        for name in entries:
+            b = vertebra_bounds(truth["vertebrae"], name)
+            if b is not None:
+                verts[name] = _level_entry(grid, b[2], b[0], b[1])
+    else:
+        if labels is None:
+            labels = {level: label_z if math.isfinite(label_z) else None}
+        known = {k.upper() for k in labels}
+        for name, z in labels.items():
+            if z is not None and math.isfinite(z):
+                verts[name.upper()] = _level_entry(grid, z, None, None)  # position only: no body extent
     truth = truth or {}
-    return {
+    meta = {
         "id": scan_id,
         "source": source,
         "path": path,
@@ -347,7 +302,10 @@ def make_meta(
         "region": truth.get("region"),
         "variants": list(truth.get("variants") or []),
         "vertebrae": verts,
+        "levels_known": sorted(known),
     }
+    meta.update(extra or {})
+    return meta
 
 
 def save_cached(

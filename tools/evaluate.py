@@ -4,6 +4,7 @@
     python -m tools.evaluate model.xml --cache cache/phantoms
     python -m tools.evaluate model.xml --cache cache/phantoms --refine-cache cache/phantoms-1mm [--refiner R]
     python -m tools.evaluate --folds 5 --arch cnn4 --cache cache/phantoms --steps 600 [--json cv.json]
+    python -m tools.evaluate --folds 5 --init models/CKPT.pt --cache cache/kanavati --int8 [--per-scan]
 
 (cross-validation: tools/crossval.py; the per-scan pipeline: tools/pipeline.py).
 
@@ -15,6 +16,8 @@ found: in slices (nearest slice to the predicted z vs nearest slice to the label
 simulated slices, not the MIP rows) and in mm (predicted z, as the locator reports it, vs label z). Wrongly
 found / not found scans are counted separately. (The runtime resamples only the MIP rows near the coarse
 estimate for the refiner, so its fine grid's phase can differ from the cached one by a fraction of a pixel.)
+"Inside the vertebral body" needs the body's extent (phantom truths); labels from a CSV, a manifest or an npz
+give a position only, and the report says so instead of a share.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from tools.pipeline import evaluate_scans, load_model, load_refiner
 from tools.summary import choose_review_below, markdown_table, pm, table_row
 
 log = logging.getLogger("tools.evaluate")
+PER_SCAN_MAX = 50
+"""Reports of up to this many scans print their per-scan rows (more: ``--per-scan``)."""
 
 
 def evaluate(
@@ -81,17 +86,62 @@ def evaluate(
     return rep
 
 
-def _text_report(rep: dict[str, Any]) -> str:
-    s = rep["summary"]
+def _outcomes(scans: list[dict[str, Any]]) -> dict[str, int]:
+    return {k: sum(r["outcome"] == k for r in scans) for k in ("hit", "missed", "false_found", "true_absent")}
+
+
+def _summary_lines(s: dict[str, Any], scans: list[dict[str, Any]]) -> list[str]:
+    """What the labels support: errors over the found scans with the level in view, found / not found, and
+    "inside the body" only where the labels give the body's extent."""
+    o, es, em = _outcomes(scans), s["error_slices"], s["error_mm"]
     lines = [
-        rep["table"],
-        "",
-        f"scans {s['n_scans']} (in view {s['n_in_view']}); error slices median {s['error_slices']['median']} "
-        f"max {s['error_slices']['max']}; error mm median {s['error_mm']['median']} "
-        f"max {s['error_mm']['max']}",
-        f"inside the vertebral body: {s['in_body_share']} of {s['n_in_body_checked']}; "
-        f"wrongly found {s['wrongly_found']}, wrongly not found {s['wrongly_not_found']}",
+        f"scans {s['n_scans']}: {s['n_in_view']} with the level in view ({o['hit']} found, {o['missed']} "
+        f"not found), {s['n_scans'] - s['n_in_view']} without ({o['true_absent']} reported absent, "
+        f"{o['false_found']} wrongly found)"
     ]
+    if es["n"]:
+        lines.append(
+            f"error over the {es['n']} found scans with the level in view: {pm(es)} slices (median "
+            f"{es['median']}, max {es['max']}), {pm(em)} mm (median {em['median']}, max {em['max']})"
+        )
+    else:
+        lines.append("error: no scan with the level in view was found, so there is no error to measure")
+    no_extent = sum(1 for r in scans if r["in_view"] and r["in_body"] is None)
+    if s["n_in_body_checked"]:
+        lines.append(
+            f"inside the vertebral body: {100 * s['in_body_share']:.1f}% of the {s['n_in_body_checked']} "
+            "scans with the level in view whose labels give the body's extent (not found counts as outside)"
+            + (f"; {no_extent} more have labels without it" if no_extent else "")
+        )
+    elif s["n_in_view"]:
+        lines.append(
+            "inside the vertebral body: not measurable: these labels give the level's position only, not the "
+            "top and bottom of its body (labels from a CSV or an npz carry no body extent)"
+        )
+    return lines
+
+
+def _per_scan_lines(scans: list[dict[str, Any]]) -> list[str]:
+    head = (
+        "| id | in view | found | label slice | predicted slice | error (slices) | error (mm) | confidence |"
+    )
+    rows = [head, "|" + "---|" * 8]
+    for r in scans:
+        cells = [r["id"], r["in_view"], r["found"], r["truth_slice"], r["pred_slice"]]
+        cells += [r["error_slices"], r["error_mm"], r["confidence"]]
+        rows.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    return rows
+
+
+def _text_report(rep: dict[str, Any], per_scan: bool = False) -> str:
+    stages = rep.get("stages") or {"": {"summary": rep["summary"], "scans": rep["scans"]}}
+    lines = [rep["table"]]
+    if rep.get("folds_from"):
+        lines.append(f"folds: {rep['folds_from']}")
+    for name, st in stages.items():
+        lines += ["", name] if name else [""]
+        lines += _summary_lines(st["summary"], st["scans"])
+    s = rep["summary"]
     rv = s.get("review")
     if rv is not None:
         lines.append(
@@ -117,21 +167,61 @@ def _text_report(rep: dict[str, Any]) -> str:
             f"inside its body {t['in_body_share']}, wrongly found {t['wrongly_found']}"
         )
     for key in ("by_region", "by_variant"):
-        for g, t in s.get(key, {}).items():
+        groups = s.get(key, {})
+        if set(groups) <= {"none"}:  # scans without regions or variants (real labels): nothing to break down
+            continue
+        for g, t in groups.items():
             lines.append(
-                f"  {key[3:]} {g}: n={t['n_scans']} error {pm(t['error_slices'])} slices, "
-                f"{pm(t['error_mm'])} mm, inside {t['in_body_share']}, "
-                f"wrong found/not {t['wrongly_found']}/{t['wrongly_not_found']}"
+                f"  {key[3:]} {g}: {t['n_scans']} scans ({t['n_in_view']} in view), error over "
+                f"{t['error_mm']['n']} found: {pm(t['error_slices'])} slices, {pm(t['error_mm'])} mm, "
+                f"inside {t['in_body_share']}, wrongly found / not found "
+                f"{t['wrongly_found']}/{t['wrongly_not_found']}"
             )
+    scans = rep["scans"]
+    if per_scan or len(scans) <= PER_SCAN_MAX:
+        lines += ["", *_per_scan_lines(scans)]
+    else:
+        lines.append(f"(per-scan rows: --per-scan, or --json for everything; {len(scans)} scans)")
     return "\n".join(lines)
 
 
-def report(rep: dict[str, Any], json_path: Path | None) -> None:
+def report(rep: dict[str, Any], json_path: Path | None, per_scan: bool = False) -> None:
     """Print the text report; also write the whole report (per scan too) as JSON when ``json_path`` is set."""
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(rep, indent=1, default=str))
-    print(_text_report(rep))
+    print(_text_report(rep, per_scan))
+
+
+_CV_TRAIN = (
+    ("steps", int),
+    ("batch", int),
+    ("lr", float),
+    ("val_frac", float),
+    ("eval_every", int),
+    ("patience", int),
+    ("threads", int),
+    ("time_budget_min", float),
+    ("pretrained", str),
+    ("init", str),
+    ("hidden", int),
+    ("k_outputs", int),
+    ("levels", str),
+)
+
+
+def _cv_arch(a: argparse.Namespace) -> str:
+    """--arch, else the --init checkpoint's architecture, else cnn4."""
+    if a.arch:
+        return str(a.arch)
+    if a.init:
+        from tools.checkpoint import load_checkpoint
+
+        try:
+            return str(load_checkpoint(a.init)[1]["arch"])
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise UsageError(f"--init {a.init}: not an l3edge checkpoint ({exc})") from exc
+    return "cnn4"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=None, help="presence threshold (default: the model's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None, help="write the full report (per scan too) here")
+    ap.add_argument(
+        "--per-scan", action="store_true", help=f"print per-scan rows (always up to {PER_SCAN_MAX})"
+    )
     ap.add_argument("--refine-cache", help="the same scans cached in the refiner's model space")
     ap.add_argument("--refiner", help="refiner checkpoint or IR (default: the one the IR names)")
     ap.add_argument(
@@ -157,46 +250,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--level", help="level to evaluate (default: the model's)")
     ap.add_argument("--no-mirror", action="store_true", help="skip the mirrored second pass")
-    ap.add_argument("--folds", type=int, default=0, help="k-fold cross-validation of --arch instead")
-    ap.add_argument("--arch", default="cnn4", choices=["vgg16", "cnn4"])
-    ap.add_argument("--ckpt-dir", default=None, help="CV: keep each fold's checkpoint here")
-    ap.add_argument("--seed", type=int, default=0)
-    for flag, typ in (
-        ("--steps", int),
-        ("--batch", int),
-        ("--lr", float),
-        ("--val-frac", float),
-        ("--eval-every", int),
-        ("--patience", int),
-        ("--threads", int),
-        ("--time-budget-min", float),
-        ("--pretrained", str),
-    ):
-        ap.add_argument(flag, type=typ, default=None, help="CV training option (see tools.train)")
+    cv = ap.add_argument_group(
+        "cross-validation (tools/crossval.py; folds from the cache's folds.json if any)"
+    )
+    cv.add_argument("--folds", type=int, default=0, help="k-fold cross-validation of --arch instead")
+    cv.add_argument("--arch", default=None, choices=["vgg16", "cnn4"], help="default: --init's, else cnn4")
+    cv.add_argument("--ckpt-dir", default=None, help="keep each fold's checkpoint (and INT8 IR) here")
+    cv.add_argument("--seed", type=int, default=0)
+    for name, typ in _CV_TRAIN:
+        cv.add_argument(
+            "--" + name.replace("_", "-"), type=typ, default=None, help="training option (tools.train)"
+        )
+    cv.add_argument("--widths", type=int, nargs="+", default=None, help="conv widths (training option)")
+    cv.add_argument("--no-augment", action="store_true", help="training option (tools.train)")
+    cv.add_argument("--prune", type=float, default=None, help="also prune each fold's model at this ratio")
+    cv.add_argument("--prune-steps", type=int, default=300, help="fine-tune steps after pruning")
+    cv.add_argument("--prune-lr", type=float, default=1e-4)
+    cv.add_argument("--prune-budget-min", type=float, default=None, help="time budget of that fine-tune")
+    cv.add_argument("--int8", action="store_true", help="also INT8-quantize the last model of each fold")
+    cv.add_argument("--calib-windows", type=int, default=300, help="INT8 calibration windows per fold")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         if a.folds:
             from tools.crossval import cross_validate
 
-            cfg = {
-                k: getattr(a, k)
-                for k in (
-                    "steps",
-                    "batch",
-                    "lr",
-                    "val_frac",
-                    "eval_every",
-                    "patience",
-                    "threads",
-                    "time_budget_min",
-                    "pretrained",
-                )
-                if getattr(a, k) is not None
+            cfg: dict[str, Any] = {
+                k: getattr(a, k) for k, _ in (*_CV_TRAIN, ("widths", int)) if getattr(a, k) is not None
             }
-            cfg["device"] = a.device
+            cfg.update(device=a.device, augment=not a.no_augment)
+            chain = dict(prune_steps=a.prune_steps, prune_lr=a.prune_lr, prune_budget_min=a.prune_budget_min)
             rep = cross_validate(
-                a.cache, a.arch, a.folds, a.seed, a.stride, a.threshold or 0.5, a.ckpt_dir, **cfg
+                a.cache,
+                _cv_arch(a),
+                a.folds,
+                a.seed,
+                a.stride,
+                a.threshold or 0.5,
+                a.ckpt_dir,
+                prune=a.prune,
+                int8=a.int8,
+                calib_windows=a.calib_windows,
+                **chain,
+                **cfg,
             )
         elif a.model:
             rep = evaluate(
@@ -216,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     except L3EdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    report(rep, a.json)
+    report(rep, a.json, a.per_scan)
     if a.choose_review_below:
         print("review threshold: " + json.dumps(choose_review_below(rep["scans"])))
     return 0

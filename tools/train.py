@@ -214,6 +214,8 @@ def _loop(
             bad += 1
         return bad >= cfg.patience
 
+    if cfg.init:  # the starting point competes too: fine-tuning never returns a model worse on validation
+        validate(0)
     for step in range(1, cfg.steps + 1):  # noqa: B007 (step is read after the loop)
         elapsed = time.perf_counter() - t0
         if budget is not None and elapsed >= budget:
@@ -323,7 +325,10 @@ def new_model(arch: str, space: ModelSpace, cfg: TrainConfig) -> L3Net:
     if cfg.init:  # the checkpoint's own widths: a filter-pruned model keeps training at its pruned size
         parent, ckpt = load_checkpoint(cfg.init)
         if ckpt["arch"] != arch or ckpt["space_obj"] != space:
-            raise UsageError(f"--init {cfg.init}: another architecture or model space than this run's")
+            raise UsageError(
+                f"--init {cfg.init}: another architecture or model space than this run's (build the cache "
+                f"with build_cache --like {cfg.init})"
+            )
         theirs = tuple(ckpt.get("levels") or ()) or ((str(ckpt.get("level") or "L3"),))
         if cfg.target == "levels" and theirs != level_list(cfg):
             raise UsageError(f"--init {cfg.init} places {','.join(theirs)}, not --levels {cfg.levels}")
@@ -508,9 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--cache", required=True, help="cache folder from tools.build_cache")
-    ap.add_argument("--arch", default="cnn4", choices=["vgg16", "cnn4"])
+    ap.add_argument("--arch", default=None, choices=["vgg16", "cnn4"], help="default: --init's, else cnn4")
     ap.add_argument("--out", required=True, help="checkpoint path (.pt); the best model so far is kept there")
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--widths", type=int, nargs="+", help="conv widths (default: the architecture's)")
     ap.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast (CUDA, bf16-capable CPUs)")
     ap.add_argument(
         "--band",
@@ -531,7 +537,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(a, f.name)}
     cfg.update(augment=not a.no_augment, amp=not a.no_amp, band=tuple(a.band))
     try:
-        metrics = train(a.cache, a.arch, a.out, **cfg)
+        if a.init and not Path(a.init).is_file():
+            raise UsageError(f"--init {a.init}: no such checkpoint")
+        init_arch = str(load_checkpoint(a.init)[1]["arch"]) if a.init else "cnn4"
+        arch = a.arch or init_arch
+        metrics = train(a.cache, arch, a.out, **cfg)
     except L3EdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
