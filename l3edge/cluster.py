@@ -17,6 +17,7 @@ cluster (``pip install "l3edge[dask]"``). The only module that imports dask, and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -38,9 +39,21 @@ REFRESH_S = 10.0
 """How often the number of worker threads (hence the in-flight bound) is looked up again."""
 
 
+def _worker_locator(load: dict[str, Any]) -> Any:
+    """This worker's cached locator. Without ``threads`` its inference and decoding use the worker's own
+    thread slots (``--nthreads``), as the local pool gives each worker its share of the cores: several worker
+    processes on one machine must not each take every core."""
+    if load.get("threads") is None:
+        from distributed import get_worker
+
+        with contextlib.suppress(ValueError, AttributeError):  # ValueError: not on a worker
+            load = {**load, "threads": max(1, int(get_worker().state.nthreads))}
+    return cached_locator(load)
+
+
 def _load(load: dict[str, Any]) -> dict[str, str]:
     """Task: load (and cache) the locator on this worker; returns the model's name and version."""
-    return model_info(cached_locator(load))
+    return model_info(_worker_locator(load))
 
 
 def _scan(
@@ -51,7 +64,7 @@ def _scan(
     scan: ScanFunction | None,
 ) -> ScanOutcome:
     """Task: one scan on this worker's cached locator. Unexpected exceptions propagate (Dask retries)."""
-    locator = cached_locator(load)
+    locator = _worker_locator(load)
     if timeout is None:
         return scan_one(locator, path, options, reraise=True, scan=scan)
     box: dict[str, Any] = {}
