@@ -278,6 +278,33 @@ def test_quantize_int8_keeps_metadata_and_function(work, tmp_path):
     assert rel_err(got, ref) < INT8_RTOL and np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.98
 
 
+def _fake_quantized_convs(xml: object) -> set[str]:
+    """Convolutions whose weights or input come through a FakeQuantize (directly or via a Convert)."""
+    out = set()
+    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+        if op.get_type_name() != "Convolution":
+            continue
+        for inp in op.inputs():
+            src = inp.get_source_output().get_node()
+            while src.get_type_name() in ("Convert", "Multiply", "Subtract", "Reshape"):
+                src = src.input_value(0).get_node()
+            low = src.get_output_element_type(0).get_type_name() == "i8"
+            if src.get_type_name() == "FakeQuantize" or low:
+                out.add(op.get_friendly_name())
+    return out
+
+
+def test_quantize_keeps_the_window_head_fp32_unless_asked(work, tmp_path):
+    kept = quantize_mod.quantize_ir(work["xml"], work["cache"], tmp_path / "k.xml", subset=16)
+    heads = OVModel.load(kept).metadata.extra["quantization"]["fp32_ops"]
+    assert heads and all(n.startswith("/head/") for n in heads)
+    quantized = _fake_quantized_convs(kept)
+    assert quantized and not quantized & set(heads)  # the trunk is INT8, the head is not
+    full = quantize_mod.quantize_ir(work["xml"], work["cache"], tmp_path / "f.xml", subset=16, int8_head=True)
+    assert set(heads) <= _fake_quantized_convs(full)
+    assert OVModel.load(full).metadata.extra["quantization"]["fp32_ops"] == []
+
+
 def test_quantize_accuracy_aware_cli(work, tmp_path):
     out = tmp_path / "qa.xml"
     quantize_mod.main(
