@@ -391,3 +391,30 @@ def test_refiner_export_attach_and_quantize(work, tmp_path):
 
     loc = L3Locator.load(q)
     assert loc.refiner is not None and loc.refiner.metadata.name == "tiny-refiner"
+
+
+# --- weight averaging ---------------------------------------------------------------------------------------
+
+
+def test_average_is_the_mean_of_the_weights_and_refuses_other_networks(work, tmp_path):
+    from pathlib import Path
+
+    from tools import average as average_mod
+
+    model, ck = load_checkpoint(work["pruned"])
+    other = tmp_path / "other.pt"
+    with torch.no_grad():
+        shifted = {k: v + 1.0 for k, v in model.state_dict().items()}
+        model.load_state_dict(shifted)
+    save_checkpoint(other, model, ck["arch"], ck["space_obj"], pruning=ck.get("pruning"))
+    out = tmp_path / "soup.pt"
+    assert average_mod.main([str(work["pruned"]), str(other), "--out", str(out)]) == 0
+    soup, sck = load_checkpoint(out)
+    first, _ = load_checkpoint(work["pruned"])
+    for name, v in soup.state_dict().items():
+        torch.testing.assert_close(v, first.state_dict()[name] + 0.5)
+    assert [s["file"] for s in sck["metrics"]["average_of"]] == [Path(work["pruned"]).name, "other.pt"]
+    assert sck["pruning"] == ck["pruning"] and sck["widths"] == ck["widths"]
+    assert average_mod.main([str(work["pruned"]), str(work["ckpt"]), "--out", str(tmp_path / "x.pt")]) == 2
+    assert not (tmp_path / "x.pt").exists()
+    assert average_mod.main([str(work["pruned"]), "--out", str(tmp_path / "y.pt")]) == 2
