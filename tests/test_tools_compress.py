@@ -418,3 +418,13 @@ def test_average_is_the_mean_of_the_weights_and_refuses_other_networks(work, tmp
     assert average_mod.main([str(work["pruned"]), str(work["ckpt"]), "--out", str(tmp_path / "x.pt")]) == 2
     assert not (tmp_path / "x.pt").exists()
     assert average_mod.main([str(work["pruned"]), "--out", str(tmp_path / "y.pt")]) == 2
+
+
+def test_quantize_bad_input_is_one_line_and_an_exit_code(work, tmp_path, capsys):
+    out = str(tmp_path / "q.xml")
+    assert quantize_mod.main([str(tmp_path / "nope.xml"), "--cache", str(work["cache"]), "--out", out]) == 2
+    not_ir = tmp_path / "model.xml"
+    not_ir.write_text("not an IR")
+    assert quantize_mod.main([str(not_ir), "--cache", str(work["cache"]), "--out", out]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(ln.startswith("error: ") for ln in err)

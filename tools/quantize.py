@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,14 @@ import nncf
 import numpy as np
 import openvino as ov
 
-from l3edge.errors import UsageError
+from l3edge.errors import L3EdgeError, UsageError
 from l3edge.metadata import ModelMetadata, ModelSpace
 from l3edge.preprocess import cut_windows, normalize, window_tops
+from l3edge.runtime import load_metadata
 from l3edge.sliding import RunFn
 from tools.checkpoint import sha256_file
 from tools.data import CachedScan, load_cache
-from tools.export import attach_refiner, read_metadata, write_ir
+from tools.export import attach_refiner, write_ir
 from tools.pipeline import locate_cached
 from tools.summary import summarize
 
@@ -140,7 +142,7 @@ def quantize_ir(
     int8_head: bool = False,
 ) -> Path:
     """Quantize the IR at ``xml`` to INT8 and write it (metadata kept, precision int8); returns out_xml."""
-    meta = read_metadata(xml)
+    meta = load_metadata(xml)  # the runtime's reader: an unreadable IR is one ModelError line
     ov_model = ov.Core().read_model(str(xml))
     scans = load_scans(cache_dir, meta.space, calib_ids)
     calib = calibration_windows(scans, meta.space, subset, meta.default_stride_px, seed)
@@ -177,7 +179,7 @@ def quantize_ir(
     return write_ir(q, new_meta, out_xml)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.quantize", description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path, help="FP32 IR (.xml) written by tools.export")
     p.add_argument("--cache", type=Path, required=True, help="training cache (tools.build_cache)")
@@ -191,20 +193,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--int8-head", action="store_true", help="quantize the window head too (default: FP32)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = quantize_ir(
-        a.model,
-        a.cache,
-        a.out,
-        a.subset,
-        a.accuracy_aware,
-        a.max_drop_mm,
-        a.calib_scans,
-        a.val_scans,
-        a.seed,
-        a.int8_head,
-    )
+    for path, what in ((a.model, "model"), (a.cache, "cache")):
+        if not path.exists():
+            print(f"error: {what} {path} does not exist", file=sys.stderr)
+            return 2
+    try:
+        out = quantize_ir(
+            a.model,
+            a.cache,
+            a.out,
+            a.subset,
+            a.accuracy_aware,
+            a.max_drop_mm,
+            a.calib_scans,
+            a.val_scans,
+            a.seed,
+            a.int8_head,
+        )
+    except L3EdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
