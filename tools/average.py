@@ -36,8 +36,8 @@ def average(paths: list[str | Path], out: str | Path) -> str:
     with torch.no_grad():
         for name, tensor in first_model.state_dict().items():
             tensor.copy_(sum(m.state_dict()[name].double() for m, _ in loaded).div(len(loaded)))
-    info = {k: v for k, v in first.items() if k not in ("format", "state_dict", "space", "space_obj")}
-    info = {k: v for k, v in info.items() if k not in ("arch", "widths", "hidden", "outputs")}
+    written = {"format", "state_dict", "space", "space_obj", "arch", "widths", "hidden", "outputs"}  # by save
+    info = {k: v for k, v in first.items() if k not in written}
     info["metrics"] = {"average_of": [{"file": Path(p).name, "sha256": sha256_file(p)} for p in paths]}
     return save_checkpoint(out, first_model, str(first["arch"]), first["space_obj"], **info)
 
