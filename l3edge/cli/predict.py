@@ -111,30 +111,8 @@ def predict(
     """Locate L3 in each scan: one result line per scan."""
     setup_logging(verbose)
     from l3edge import batch
-    from l3edge.cli.progress import Progress, choose_mode
-    from l3edge.output import ResultWriter, json_line
-    from l3edge.runtime import load_metadata, resolve_model
+    from l3edge.options import PredictOptions
 
-    if resume and out is None:
-        error("--resume", "needs --out FILE to know which scans are done")
-        raise typer.Exit(EXIT_USAGE)
-    if dask is not None and not dask.strip():
-        dask = None  # an empty L3EDGE_DASK means no cluster
-    if dask is not None and workers is not None:
-        error("--workers", "is for local processes; with --dask the cluster's workers run the scans")
-        raise typer.Exit(EXIT_USAGE)
-    try:
-        scans = batch.collect_paths(paths or [], from_list)
-    except UsageError as exc:
-        raise fail(from_list, exc) from None
-    if not scans:
-        error("predict", "no scans given: pass folders, files or glob patterns, or --from-list FILE")
-        raise typer.Exit(EXIT_USAGE)
-    if out is not None:
-        try:
-            ResultWriter(out).check()
-        except UsageError as exc:
-            raise fail(out, exc) from None
     load: dict[str, Any] = dict(
         model=model,
         device=device,
@@ -144,41 +122,54 @@ def predict(
         inference_precision=precision.value if precision else None,
         refine=refine,
     )
-    if export is not None:
-        try:
-            export.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            error(export, f"cannot create the --export folder ({exc.strerror})")
-            raise typer.Exit(EXIT_USAGE) from None
-    options: dict[str, Any] = {
-        "series_uid": series,
-        "qa_dir": os.path.abspath(qa) if qa else None,
-        "export_dir": os.path.abspath(export) if export else None,
-        "export_neighbours": export_neighbours or None,
-    }
-    where: object = model if model is not None else "model"
     try:
-        where = resolve_model(model).path
-        if level is not None:  # a level the model does not place is a usage error, before any scan
-            known = load_metadata(where).model_levels
-            if level.upper() not in known:
-                raise UsageError(f"--level: this model places {', '.join(known)}, not {level!r}")
-            options["level"] = level.upper()
-        options = {k: v for k, v in options.items() if v is not None}
+        scans = batch.collect_paths(paths or [], from_list)
+    except UsageError as exc:
+        raise fail(from_list, exc) from None
+    if not scans:
+        error("predict", "no scans given: pass folders, files or glob patterns, or --from-list FILE")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        options = PredictOptions(
+            series_uid=None if series == "all" else series,
+            all_series=series == "all",
+            qa_dir=os.path.abspath(qa) if qa else None,  # absolute: workers elsewhere write there too
+            level=level,
+            export_dir=os.path.abspath(export) if export else None,
+            export_neighbours=export_neighbours,
+        )
         run = batch.run(
             scans,
             load=load,
             options=options,
             workers=workers,
-            dask=dask,
+            dask=dask.strip() or None if dask is not None else None,  # an empty L3EDGE_DASK: no cluster
             timeout=timeout,
             out=out,
             resume=resume,
         )
     except ModelError as exc:
-        raise fail(where, exc) from None
+        raise fail(_model_named(model), exc) from None
     except UsageError as exc:
         raise fail("arguments", exc) from None
+    _show(run, as_json, quiet, verbose, out)
+
+
+def _model_named(model: Path | None) -> object:
+    """What a model error names: the model file found, else the one asked for."""
+    from l3edge.runtime import resolve_model
+
+    try:
+        return resolve_model(model).path
+    except ModelError:
+        return model if model is not None else "model"
+
+
+def _show(run: Any, as_json: bool, quiet: bool, verbose: bool, out: Path | None) -> None:
+    """Stream the batch's results to the terminal (lines or JSON, progress, summary); exit with its code."""
+    from l3edge.cli.progress import Progress, choose_mode
+    from l3edge.output import json_line
+
     progress = Progress(run.summary, choose_mode(len(run.paths), quiet, as_json))
     try:
         with run, progress:
