@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -178,5 +179,5 @@ def refine(refiner: OVModel, projection: Projection, z_mm: list[float]) -> list[
     return refine_zs(refiner.run, channels, grid, list(z_mm), h, rmeta.refine_band, rmeta.refine_shifts_px)
 
 
-def _at(values: tuple[object, ...], i: int) -> object:
+def _at(values: tuple[Any, ...], i: int) -> Any:
     return values[i] if i < len(values) else None

@@ -307,8 +307,8 @@ def _check(
         raise UsageError(f"workers must be >= 1, not {workers}")
     if dask is not None and workers is not None:
         raise UsageError(
-            "choose either local workers or a Dask cluster, not both (with --dask the cluster's workers "
-            "run the scans)"
+            "choose either local workers (--workers) or a Dask cluster (--dask), not both: on a cluster "
+            "its workers run the scans"
         )
     if options.level is not None:  # a level the model does not place: before any scan, from its metadata
         if locator is not None:

@@ -17,7 +17,7 @@ from l3edge.answer import Answer, Engine, locate, with_total
 from l3edge.attach import with_export, with_qa
 from l3edge.dicom_choice import choose, explain
 from l3edge.errors import InputError
-from l3edge.options import PredictOptions
+from l3edge.options import PathLike, PredictOptions
 from l3edge.result import L3Result
 from l3edge.scan import Scan
 
@@ -40,7 +40,7 @@ def _describe(scan: Scan, i: int) -> str:
     return f"{scan.labels[i]}, {scan.described[i]}"
 
 
-def _answer(engine: Engine, scan: Scan, i: int, path: str, qa_dir: str | Path | None = None) -> Answer:
+def _answer(engine: Engine, scan: Scan, i: int, path: str, qa_dir: PathLike | None = None) -> Answer:
     """Candidate ``i`` answered (read on first use), with its QA picture when ``qa_dir`` is given."""
     proj = scan.projection(i)
     answer = locate(engine, proj, path, round(float(sum(proj.timings_ms.values())), 3))
