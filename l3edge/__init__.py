@@ -21,6 +21,8 @@ _LAZY = {
     "L3Locator": "l3edge.locator",
     "locate": "l3edge.locator",
     "L3Result": "l3edge.result",
+    "LevelResult": "l3edge.result",
+    "PredictOptions": "l3edge.options",
     "OVModel": "l3edge.runtime",
     "ModelMetadata": "l3edge.metadata",
 }
@@ -28,7 +30,8 @@ _LAZY = {
 if TYPE_CHECKING:
     from l3edge.locator import L3Locator, locate
     from l3edge.metadata import ModelMetadata
-    from l3edge.result import L3Result
+    from l3edge.options import PredictOptions
+    from l3edge.result import L3Result, LevelResult
     from l3edge.runtime import OVModel
 
 __all__ = [
@@ -36,9 +39,11 @@ __all__ = [
     "L3EdgeError",
     "L3Locator",
     "L3Result",
+    "LevelResult",
     "ModelError",
     "ModelMetadata",
     "OVModel",
+    "PredictOptions",
     "UsageError",
     "__version__",
     "locate",

@@ -5,28 +5,28 @@ a Dask cluster, with the same per-scan function, resume and writer for all three
     >>> for result in batch.run(["a/", "b/", "c.nii.gz"], workers=2, out="results.jsonl", resume=True):
     ...     print(result.path, result.found, result.z_mm)
 
-The per-scan work is :func:`scan_one`: ``locator.predict(path, **options)``, whose answer may be one result or
-several (one input holding several series), with every error turned into an error row. Each back end loads
-the model once per worker (:func:`cached_locator`) and streams :class:`ScanOutcome` objects back; this module
+The per-scan work is ``l3edge.job.scan_one``: ``locator.predict(path, options)``, whose answer may be one
+result or several (one input holding several series), with every error turned into an error row. ``run``
+checks its arguments and the :class:`PredictOptions` once, then dispatches to a back end: each loads the model
+once per worker (``l3edge.job.cached_locator``) and streams :class:`ScanOutcome` objects back; this module
 writes them to ``out`` (all rows of a scan in one append, so a crash never splits a scan) and yields them.
 dask is imported only when a Dask back end is asked for (``l3edge.cluster``); the local pool is
-``l3edge.pool``.
+``l3edge.pool``. Layers: batch -> pool / cluster -> job -> locator; nothing below imports upwards.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 import time
-import traceback
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from l3edge.errors import InputError, L3EdgeError, UsageError
-from l3edge.inputs import collect_paths, has_magic
+from l3edge.errors import UsageError
+from l3edge.inputs import collect_paths
+from l3edge.job import ScanFunction, ScanOutcome, cached_locator, failure, model_info, predict, scan_one
+from l3edge.options import PredictOptions
 from l3edge.result import L3Result
 
 if TYPE_CHECKING:
@@ -34,115 +34,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Batch",
+    "PredictOptions",
     "ScanFunction",
     "ScanOutcome",
     "Summary",
     "cached_locator",
     "collect_paths",
     "default_workers",
+    "failure",
     "predict",
     "run",
     "scan_one",
 ]
 
 log = logging.getLogger(__name__)
-
-EXIT_INPUT = InputError.exit_code
-
-
-@dataclass(frozen=True)
-class ScanOutcome:
-    """What one input path gave: its result rows (one, or several for an input with several series)."""
-
-    path: str
-    """The input path as given."""
-    results: tuple[L3Result, ...]
-    """Its rows, in the order the locator gave them; one error row when the scan failed."""
-    exit_code: int = 0
-    """0, or the exit code of the error that made the scan fail (3 for unreadable input)."""
-    traceback: str | None = None
-    """The traceback of an unexpected exception (shown with ``-v``), else None."""
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and all(r.error is None for r in self.results)
-
-
-def failure(
-    path: str, message: str, model: Mapping[str, str] | None = None, code: int = EXIT_INPUT
-) -> ScanOutcome:
-    """The outcome of a scan that failed (one error row)."""
-    text = " ".join(str(message).split())  # one line, whatever the message
-    return ScanOutcome(str(path), (L3Result.failure(str(path), text, dict(model or {})),), code)
-
-
-def model_info(locator: L3Locator) -> dict[str, str]:
-    return {"name": locator.metadata.name, "version": locator.metadata.version}
-
-
-ScanFunction = Callable[["L3Locator", str, dict[str, Any]], "L3Result | Sequence[L3Result]"]
-"""A custom per-scan function ``f(locator, path, options)`` returning one result or several."""
-
-
-def predict(locator: L3Locator, path: str, options: dict[str, Any]) -> L3Result | Sequence[L3Result]:
-    """The default per-scan work: ``locator.predict(path, **options)``, or one result per candidate series
-    (``locator.predict_all``) when ``series_uid`` is ``all``."""
-    if options.get("series_uid") == "all":
-        return locator.predict_all(path, **{k: v for k, v in options.items() if k != "series_uid"})
-    return locator.predict(path, **options)
-
-
-def scan_one(
-    locator: L3Locator,
-    path: str,
-    options: Mapping[str, Any] | None = None,
-    reraise: bool = False,
-    scan: ScanFunction | None = None,
-) -> ScanOutcome:
-    """The per-scan step of every back end: ``scan(locator, path, options)`` (default :func:`predict`) as an
-    outcome.
-
-    Typed errors (unreadable input, ...) become an error row with their exit code; so does any other
-    exception (exit code 3, with its traceback), unless ``reraise`` is set (the Dask back end lets the
-    cluster retry those).
-    """
-    try:
-        if has_magic(path) and not os.path.exists(path):
-            raise InputError(f"{path}: no file or folder matches this pattern")
-        answer = (scan or predict)(locator, path, dict(options or {}))
-        results = tuple(answer) if isinstance(answer, list | tuple) else (answer,)
-        return ScanOutcome(path, results, 0)
-    except L3EdgeError as exc:
-        return failure(path, str(exc), model_info(locator), exc.exit_code)
-    except Exception as exc:
-        if reraise:
-            raise
-        return ScanOutcome(
-            path,
-            failure(path, f"{type(exc).__name__}: {exc}", model_info(locator)).results,
-            EXIT_INPUT,
-            traceback.format_exc(),
-        )
-
-
-_LOCATORS: dict[str, L3Locator] = {}
-_LOCATORS_LOCK = threading.Lock()
-
-
-def cached_locator(load: Mapping[str, Any]) -> L3Locator:
-    """The locator for ``L3Locator.load(**load)``, loaded once per process (a worker's model).
-
-    Raises:
-        ModelError, UsageError: from ``L3Locator.load``.
-    """
-    from l3edge.locator import L3Locator
-
-    key = json.dumps(dict(load), sort_keys=True, default=str)
-    with _LOCATORS_LOCK:  # a Dask worker runs tasks in several threads; they share one (thread-safe) locator
-        locator = _LOCATORS.get(key)
-        if locator is None:
-            locator = _LOCATORS[key] = L3Locator.load(**load)
-        return locator
 
 
 def default_workers(n_scans: int | None = None) -> int:
@@ -177,11 +82,11 @@ class InProcess:
     def __init__(
         self,
         load: Mapping[str, Any],
-        options: Mapping[str, Any],
+        options: PredictOptions,
         scan: ScanFunction | None = None,
         locator: L3Locator | None = None,
     ) -> None:
-        self.load, self.options, self.scan, self.locator = dict(load), dict(options), scan, locator
+        self.load, self.options, self.scan, self.locator = dict(load), options, scan, locator
 
     def start(self) -> dict[str, str]:
         if self.locator is None:
@@ -298,7 +203,7 @@ def run(
     paths: Iterable[str | os.PathLike[str]],
     *,
     load: Mapping[str, Any] | None = None,
-    options: Mapping[str, Any] | None = None,
+    options: PredictOptions | Mapping[str, Any] | None = None,
     workers: int | None = None,
     dask: str | Any | None = None,
     timeout: float | None = None,
@@ -309,15 +214,16 @@ def run(
 ) -> Batch:
     """Locate L3 in many scans; returns an iterator of results (:class:`Batch`) as they finish.
 
-    The model is loaded (in every worker) before this returns, so a bad model raises here and no ``out``
-    file is written.
+    Every argument is checked here, before any model is loaded; then the model is loaded (in every worker)
+    before this returns, so a bad model raises here and no ``out`` file is written.
 
     Args:
         paths: scans (DICOM folders, NIfTI files); see :func:`collect_paths` for lists and glob patterns.
         load: keyword arguments of ``L3Locator.load`` (model, device, threads, stride, mode, ...), used by
             every worker. ``threads`` defaults to the cores divided among the local workers.
-        options: keyword arguments of ``L3Locator.predict`` for every scan (series_uid, qa_dir, ...).
-            They travel to the workers, so they must pickle, and paths in them must be absolute for Dask.
+        options: the :class:`PredictOptions` of every scan, or a mapping of its fields (the keyword
+            arguments of ``L3Locator.predict``, plus ``all_series``). They travel to the workers, so paths in
+            them must be absolute for Dask. A level the model does not place is refused here.
         workers: local worker processes (default: the number of cores, at most the number of scans);
             1 runs in this process, unless ``timeout`` is given (then one worker process, so that a scan
             past its time can be stopped).
@@ -328,35 +234,31 @@ def run(
         resume: skip the scans that already have an error-free row in ``out``.
         locator: an already loaded locator for the in-process run (``workers=1``).
         scan: a per-scan function ``f(locator, path, options)`` returning one result or several, instead of
-            ``locator.predict(path, **options)``; a module-level function, so that workers can import it.
+            ``locator.predict(path, **options)`` (``options``: :meth:`PredictOptions.kwargs`); a module-level
+            function, so that workers can import it.
 
     Raises:
-        UsageError: inconsistent arguments, or an ``out`` that cannot be used.
+        UsageError: inconsistent arguments, or an ``out`` or ``export_dir`` that cannot be used.
         ModelError: the model cannot be loaded.
     """
     from l3edge.output import ResultWriter
 
-    load, options = dict(load or {}), dict(options or {})
+    load, opts = dict(load or {}), PredictOptions.of(options)
+    _check(load, opts, workers, dask, timeout, out, resume, locator)
     todo, seen = [], set()
     for p in paths:
         key = os.path.abspath(p)
         if key not in seen:  # the same scan twice (a list and a pattern overlapping) runs once
             seen.add(key)
             todo.append(str(p))
-    if resume and out is None:
-        raise UsageError("resume needs an out file to know which scans are done")
-    if timeout is not None and timeout <= 0:
-        raise UsageError(f"timeout must be > 0 seconds, not {timeout}")
-    if workers is not None and workers < 1:
-        raise UsageError(f"workers must be >= 1, not {workers}")
-    if dask is not None and workers is not None:
-        raise UsageError("choose either local workers or a Dask cluster, not both")
     writer = ResultWriter(out) if out is not None else None
     summary = Summary()
-    if writer is not None and resume:
-        done = writer.done_paths()
-        summary.skipped = sum(os.path.abspath(p) in done for p in todo)
-        todo = [p for p in todo if os.path.abspath(p) not in done]
+    if writer is not None:
+        writer.check()
+        if resume:
+            done = writer.done_paths()
+            summary.skipped = sum(os.path.abspath(p) in done for p in todo)
+            todo = [p for p in todo if os.path.abspath(p) not in done]
     summary.total = len(todo)
     # More workers than scans would only load models: at most one worker per scan.
     n = min(workers, max(1, len(todo))) if workers is not None else default_workers(len(todo))
@@ -364,15 +266,15 @@ def run(
     if dask is not None:
         from l3edge.cluster import DaskBackend
 
-        backend = DaskBackend(dask, load, options, timeout, scan)
+        backend = DaskBackend(dask, load, opts, timeout, scan)
     elif n > 1 or timeout is not None:
         from l3edge.pool import ProcessPool
 
         if load.get("threads") is None:  # share the cores: each worker's inference gets its part
             load["threads"] = max(1, default_workers() // n)
-        backend = ProcessPool(n, load, options, timeout, scan)
+        backend = ProcessPool(n, load, opts, timeout, scan)
     else:
-        backend = InProcess(load, options, scan, locator)
+        backend = InProcess(load, opts, scan, locator)
     batch = Batch(todo, backend, writer, summary)
     if todo:
         try:
@@ -384,3 +286,45 @@ def run(
             raise
     log.info("%d scans to run (%d skipped) on %s", len(todo), summary.skipped, type(backend).__name__)
     return batch
+
+
+def _check(
+    load: Mapping[str, Any],
+    options: PredictOptions,
+    workers: int | None,
+    dask: str | Any | None,
+    timeout: float | None,
+    out: str | os.PathLike[str] | None,
+    resume: bool,
+    locator: L3Locator | None,
+) -> None:
+    """The checks of :func:`run` that need no model loaded: every usage error before any work."""
+    if resume and out is None:
+        raise UsageError("resume (--resume) needs an out file (--out FILE) to know which scans are done")
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"timeout must be > 0 seconds, not {timeout}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be >= 1, not {workers}")
+    if dask is not None and workers is not None:
+        raise UsageError(
+            "choose either local workers (--workers) or a Dask cluster (--dask), not both: on a cluster "
+            "its workers run the scans"
+        )
+    if options.level is not None:  # a level the model does not place: before any scan, from its metadata
+        if locator is not None:
+            locator.check_level(options.level)
+        else:
+            from l3edge.runtime import load_metadata, resolve_model
+
+            known = load_metadata(resolve_model(load.get("model")).path).model_levels
+            if options.level not in known:
+                raise UsageError(
+                    f"level (--level): this model places {', '.join(known)}, not {options.level!r}"
+                )
+    if options.export_dir is not None:
+        try:
+            os.makedirs(options.export_dir, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"{options.export_dir}: cannot create the --export folder ({exc.strerror})"
+            ) from None

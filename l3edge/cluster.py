@@ -1,7 +1,7 @@
 """The Dask back end of :func:`l3edge.batch.run`: the same per-scan function as tasks on a dask.distributed
 cluster (``pip install "l3edge[dask]"``). The only module that imports dask, and only when it is used.
 
-- Every worker loads the model once (``l3edge.batch.cached_locator``, one locator per worker process, shared
+- Every worker loads the model once (``l3edge.job.cached_locator``, one locator per worker process, shared
   by its threads: the locator is thread-safe). :meth:`DaskBackend.start` loads it on every worker present,
   so a bad model fails the run before anything is written; workers that join later load it on first use.
 - Scans are tasks, at most ``2 x`` the cluster's threads in flight, so that a cohort of 100 000 scans does not
@@ -28,8 +28,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from l3edge.batch import ScanFunction, ScanOutcome, cached_locator, failure, model_info, scan_one
 from l3edge.errors import UsageError
+from l3edge.job import ScanFunction, ScanOutcome, cached_locator, failure, model_info, scan_one
+from l3edge.options import PredictOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _load(load: dict[str, Any]) -> dict[str, str]:
 
 def _scan(
     load: dict[str, Any],
-    options: dict[str, Any],
+    options: PredictOptions,
     path: str,
     timeout: float | None,
     scan: ScanFunction | None,
@@ -93,13 +94,13 @@ class DaskBackend:
         self,
         dask: str | Any,
         load: Mapping[str, Any],
-        options: Mapping[str, Any],
+        options: PredictOptions,
         timeout: float | None,
         scan: ScanFunction | None = None,
         connect_timeout_s: float = 10.0,
     ) -> None:
         self.dask = dask
-        self.load, self.options, self.timeout, self.scan = dict(load), dict(options), timeout, scan
+        self.load, self.options, self.timeout, self.scan = dict(load), options, timeout, scan
         self.connect_timeout_s = connect_timeout_s
         self.client: Any = None
         self._own_client = False

@@ -23,6 +23,7 @@ from PIL import Image
 from l3edge.errors import InputError
 from l3edge.result import L3Result
 from l3edge.series import SeriesInfo
+from l3edge.slices import SliceReader, slice_reader
 
 SOFT_TISSUE_HU = (40.0 - 200.0, 40.0 + 200.0)
 """Window of the PNG: W400/L40."""
@@ -33,12 +34,6 @@ def scan_name(path: str) -> str:
     name = PurePath(path.rstrip("/\\")).name or "scan"
     name = re.sub(r"(\.nii(\.gz)?|\.zip)$", "", name, flags=re.IGNORECASE)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "scan"
-
-
-def _own_name(name: str) -> str:
-    """A slice file's own name (a base name already); only names a folder cannot hold are replaced."""
-    name = PurePath(name).name
-    return "slice" if name in ("", ".", "..") else name
 
 
 def _write_atomic(out: Path, write: Callable[[Path], None]) -> Path:
@@ -53,13 +48,6 @@ def _write_atomic(out: Path, write: Callable[[Path], None]) -> Path:
             tmp.unlink()
         raise
     return out
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def slice_png(hu: np.ndarray, out: Path) -> Path:
@@ -84,6 +72,7 @@ def export_slice(
     neighbours: int = 0,
     subfolder: str | None = None,
     read_hu: Callable[[SeriesInfo, int], np.ndarray] | None = None,
+    slices: SliceReader | None = None,
 ) -> Path | None:
     """Export the chosen slice of ``result`` (None when L3 was not found: nothing is written).
 
@@ -93,7 +82,9 @@ def export_slice(
         out_dir: the export folder; the slice goes into ``out_dir/<scan name>[/<subfolder>]/``.
         neighbours: also export this many slices on each side (those that exist).
         subfolder: one more folder level (one per series with ``--series all``).
-        read_hu: reads one slice in HU for the PNG (default ``l3edge.scan.read_axial_slice``).
+        read_hu: reads one slice in HU for the PNG (default: ``slices.read_axial``).
+        slices: the reader of ``series``'s slices (default ``l3edge.slices.slice_reader(series)``); pass the
+            one the QA picture used, and the chosen slice is not read twice.
 
     Returns:
         The exported file of the chosen slice.
@@ -104,10 +95,7 @@ def export_slice(
     """
     if not result.found or result.slice_index is None:
         return None
-    if read_hu is None:
-        from l3edge.scan import read_axial_slice
-
-        read_hu = read_axial_slice
+    reader = slices if slices is not None else slice_reader(series)
     row = _row_of(result, series)
     folder = Path(out_dir) / scan_name(result.path)
     if subfolder:
@@ -117,38 +105,17 @@ def export_slice(
     rows = range(max(0, row - neighbours), min(n, row + neighbours + 1))
     chosen: Path | None = None
     used: set[str] = set()
+    stem = scan_name(str(series.path))
     for r in sorted(rows, key=lambda r: r != row):  # the chosen slice first
-        out = _export_one(series, r, folder, used)
+        name, write = reader.slice_file(r, stem)
+        if name in used:  # two slices of one series with the same file name (in different folders)
+            name = f"{r:04d}_{name}"
+        used.add(name)
+        out = _write_atomic(folder / name, write)
         if r == row:
             chosen = out
-            stem = out.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".dcm")
-            slice_png(read_hu(series, r), folder / f"{stem}.png")
+            png = out.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".dcm")
+            hu = read_hu(series, r) if read_hu is not None else reader.read_axial(r)
+            slice_png(hu, folder / f"{png}.png")
     assert chosen is not None
     return chosen
-
-
-def _export_one(series: SeriesInfo, row: int, folder: Path, used: set[str]) -> Path:
-    if series.source == "dicom":
-        from l3edge.sources import open_source
-
-        src_path = series.slice_files[row]
-        source = open_source(src_path, series.archive)
-        try:
-            data = source.read_all(src_path)
-        except OSError as exc:
-            what = type(exc).__name__
-            raise InputError(f"{src_path}: cannot be read again for the export ({what})") from exc
-        finally:
-            source.close()
-        name = _own_name(src_path.name)
-        if name in used:  # two slices of one series with the same file name (in different folders)
-            name = f"{row:04d}_{name}"
-        used.add(name)
-        return _write_atomic(folder / name, lambda tmp: _write_bytes(tmp, data))
-    if series.source == "nifti":
-        from l3edge import nifti
-
-        k = series.slice_index[row]
-        out = folder / f"{scan_name(str(series.path))}_slice{k}.nii.gz"
-        return _write_atomic(out, lambda tmp: nifti.write_slice(series.path, k, tmp))
-    raise InputError(f"{series.path}: a {series.source} projection has no slice files to export")

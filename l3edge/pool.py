@@ -1,4 +1,5 @@
-"""A local process pool for :func:`l3edge.batch.run` that survives its workers dying.
+"""A local process pool for :func:`l3edge.batch.run` (``l3edge.job.scan_one`` in each worker) that survives
+its workers dying.
 
 ``concurrent.futures.ProcessPoolExecutor`` marks the whole pool broken when one worker dies, which a decoder
 segfault or the OOM killer would then turn into a failed cohort. Here each worker is its own process with its
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from l3edge.batch import ScanFunction, ScanOutcome, failure
 from l3edge.errors import L3EdgeError, ModelError
+from l3edge.job import ScanFunction, ScanOutcome, cached_locator, failure, model_info, scan_one
+from l3edge.options import PredictOptions
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,13 @@ _STARTUP_DEATHS = 3
 def _worker_main(
     conn: Connection,
     load: dict[str, Any],
-    options: dict[str, Any],
+    options: PredictOptions,
     scan: ScanFunction | None,
     log_level: int,
 ) -> None:
     """A worker process: load the model, then answer one scan path at a time until None or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, level=log_level, format="l3edge: %(levelname)s: %(message)s")
-    from l3edge.batch import cached_locator, model_info, scan_one
-
     try:
         locator = cached_locator(load)
     except L3EdgeError as exc:
@@ -99,12 +99,12 @@ class ProcessPool:
         self,
         workers: int,
         load: Mapping[str, Any],
-        options: Mapping[str, Any],
+        options: PredictOptions,
         timeout: float | None,
         scan: ScanFunction | None = None,
     ) -> None:
         self.n = workers
-        self.load, self.options, self.timeout, self.scan = dict(load), dict(options), timeout, scan
+        self.load, self.options, self.timeout, self.scan = dict(load), options, timeout, scan
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._model: dict[str, str] = {}

@@ -88,9 +88,9 @@ def render_qa(projection: Projection, result: L3Result, axial_hu: np.ndarray | N
         return note_h + (z_top - zz) / height_mm * mip_h
 
     for name, lv in result.levels.items():  # ticks at the left edge, names beside them
-        if name == level or lv.get("z_mm") is None:
+        if name == level:
             continue
-        y = y_of(float(lv["z_mm"]))
+        y = y_of(float(lv.z_mm))
         draw.line([(0, y), (14, y)], fill=TICK_RGB, width=2)
         draw.text((17, y - 6), name, fill=TICK_RGB)
     if z_mm is not None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from l3edge.preprocess import cut_windows
+from l3edge.preprocess import RowGrid, cut_windows
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 
@@ -56,3 +56,23 @@ def refine_rows(
         ok = (o >= band[0] * window_height) & (o < band[1] * window_height)
         result.append((float(np.median(t[ok] + o[ok])), int(ok.sum())) if ok.any() else None)
     return result
+
+
+def refine_zs(
+    run: RunFn,
+    channels: np.ndarray,
+    grid: RowGrid,
+    z_mm: list[float],
+    window_height: int,
+    band: tuple[float, float],
+    shifts_px: tuple[int, ...] | np.ndarray,
+) -> list[float]:
+    """:func:`refine_rows` in patient z: each coarse z in ``z_mm`` refined on ``channels`` (the fine
+    model-space image whose rows ``grid`` maps), or unchanged where no window agrees. The runtime and
+    ``tools/`` both use it.
+    """
+    rows = [float(np.asarray(grid.z_to_row(v))) for v in z_mm]
+    out = refine_rows(run, channels, rows, window_height, band, np.asarray(shifts_px))
+    return [
+        v if o is None else float(np.asarray(grid.row_to_z(o[0]))) for v, o in zip(z_mm, out, strict=True)
+    ]

@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """One vertebral level placed inside a scan (an entry of ``L3Result.levels``). No patient data."""
+
+    z_mm: float
+    """Patient z (mm) of the level's centre, as ``L3Result.z_mm``."""
+    slice_z_mm: float
+    """Patient z of the slice nearest to ``z_mm``."""
+    slice_index: int | None
+    """That slice, as ``L3Result.slice_index``."""
+    instance_number: int | None
+    """Its DICOM InstanceNumber (None when absent, or NIfTI)."""
+    sop_instance_uid: str | None
+    """Its DICOM SOPInstanceUID (None for NIfTI)."""
+    confidence: float
+    """The level's confidence, in [0, 1]."""
+
+    def __getitem__(self, name: str) -> Any:
+        """``level["z_mm"]``: the field by name, for code written when levels were dicts."""
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -49,9 +74,9 @@ class L3Result:
     """The QA picture written for this scan, if any."""
     level: str = "L3"
     """The vertebral level that ``found``, ``z_mm``, the slice fields and ``confidence`` describe."""
-    levels: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Every level placed inside the scan -> ``{"z_mm", "slice_index", "instance_number",
-    "sop_instance_uid", "confidence"}`` (empty when the model places only one level or the scan failed)."""
+    levels: Mapping[str, LevelResult] = field(default_factory=dict)
+    """Every level placed inside the scan, superior first -> its :class:`LevelResult` (empty when the model
+    places only one level or the scan failed); in ``to_dict`` a dict of dicts."""
     review: bool = False
     """A person should check this result: low confidence, or the vertebral counts disagree (see warnings)."""
     series_choice: str | None = None
@@ -90,8 +115,9 @@ class L3Result:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite floats become None, warnings a list)."""
-        d = asdict(self)
+        d = asdict(self)  # nested LevelResults become dicts, in field order
         d["warnings"] = list(self.warnings)
+        d["levels"] = {m: asdict(lv) for m, lv in self.levels.items()}
         return {k: _finite(v) for k, v in d.items()}
 
 

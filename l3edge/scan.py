@@ -17,6 +17,7 @@ import numpy as np
 from l3edge.errors import InputError
 from l3edge.nifti import is_nifti
 from l3edge.series import Projection, SeriesInfo
+from l3edge.slices import SliceReader, slice_reader
 from l3edge.sources import is_zip
 
 Progress = Callable[[int, int], None]
@@ -56,6 +57,7 @@ class Scan:
         self._read = read
         self._close = close
         self._done: dict[int, Projection | InputError] = {}
+        self._slices: dict[int, SliceReader | None] = {}
 
     @property
     def n_candidates(self) -> int:
@@ -76,6 +78,18 @@ class Scan:
         if isinstance(out, InputError):
             raise out
         return out
+
+    def slices(self, index: int = 0) -> SliceReader | None:
+        """The reader of candidate ``index``'s slices, one per candidate: the QA picture and the export share
+        it (and the axial slice it read). None for a projection without a series.
+
+        Raises:
+            InputError: that candidate cannot be read.
+        """
+        if index not in self._slices:
+            series = self.projection(index).series
+            self._slices[index] = slice_reader(series) if series is not None else None
+        return self._slices[index]
 
     def prefetch(self) -> Scan:
         """Read the preferred candidate now (e.g. while a model loads); its error, if any, is kept."""
@@ -180,7 +194,7 @@ def read_projection(
 
 
 def read_axial_slice(series: SeriesInfo, row: int) -> np.ndarray:
-    """One axial slice of a scan already read, for the QA picture and the export.
+    """One axial slice of a scan already read (``l3edge.slices.slice_reader(series).read_axial(row)``).
 
     Args:
         series: ``Projection.series`` of that scan.
@@ -192,15 +206,4 @@ def read_axial_slice(series: SeriesInfo, row: int) -> np.ndarray:
     Raises:
         InputError: the row is out of range or the file can no longer be read.
     """
-    n = len(series.slice_index)
-    if not 0 <= row < n:
-        raise InputError(f"{series.path}: row {row} is outside the scan's {n} slices")
-    if series.source == "dicom":
-        from l3edge import dicom
-
-        return dicom.read_slice_hu(series.slice_files[row], series.archive)
-    if series.source == "nifti":
-        from l3edge import nifti
-
-        return nifti.read_slice_hu(series.path, series.slice_index[row])
-    raise InputError(f"{series.path}: no slices to read for a {series.source} projection")
+    return slice_reader(series).read_axial(row)

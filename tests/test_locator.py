@@ -18,7 +18,7 @@ from l3edge.metadata import ModelMetadata
 from l3edge.postprocess import RampFit
 from l3edge.preprocess import normalize, to_model_space
 from l3edge.refine import refine_rows
-from l3edge.result import L3Result
+from l3edge.result import L3Result, LevelResult
 from l3edge.sliding import predict_strip, predict_windows
 from tests.tiny_model import (
     TINY_SPACE,
@@ -252,6 +252,10 @@ def test_multilevel_model_reports_every_level_and_any_one(tmp_path: Path) -> Non
     assert "review" in r.to_dict() and isinstance(r.review, bool)
 
 
+def _level(z_mm: float) -> LevelResult:
+    return LevelResult(z_mm, z_mm, None, None, None, 0.9)
+
+
 def test_qa_picture_marks_the_levels_and_review(tmp_path: Path) -> None:
     from l3edge.qa import render_qa
 
@@ -263,7 +267,7 @@ def test_qa_picture_marks_the_levels_and_review(tmp_path: Path) -> None:
         found=True,
         z_mm=float(proj.z_mm[20]),
         confidence=0.9,
-        levels={"L2": {"z_mm": float(proj.z_mm[10])}, "L3": {"z_mm": float(proj.z_mm[20])}},
+        levels={"L2": _level(float(proj.z_mm[10])), "L3": _level(float(proj.z_mm[20]))},
     )
     plain = np.asarray(render_qa(proj, res).convert("RGB"))
     flagged = np.asarray(render_qa(proj, replace(res, review=True)).convert("RGB"))

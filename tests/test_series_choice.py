@@ -303,3 +303,24 @@ def test_real_petct_two_series_folder_needs_no_option() -> None:
     assert lo - 5.0 <= r.z_mm <= hi + 5.0
     assert r.series_choice.startswith(truth["series_with_l3"])
     assert sum(w.startswith("other candidate series") for w in r.warnings) == 1
+
+
+def test_qa_and_export_reuse_the_answer_and_the_slice(
+    tiny: L3Locator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model runs once per candidate read (the QA picture is drawn from the answer already computed), and
+    the axial slice at the answer is read once for the QA picture and the export together."""
+    from l3edge import answer, slices
+
+    _two_band_series(tmp_path / "study")
+    runs, reads = [], []
+    real_locate, real_read = answer.locate, slices.DicomSlices._read
+    monkeypatch.setattr(answer, "locate", lambda *a: runs.append(a[2]) or real_locate(*a))
+    monkeypatch.setattr("l3edge.study.locate", answer.locate)
+    monkeypatch.setattr(slices.DicomSlices, "_read", lambda self, i: reads.append(i) or real_read(self, i))
+    r = tiny.predict(tmp_path / "study", qa_dir=tmp_path / "qa", export_dir=tmp_path / "exp")
+    assert r.found and r.qa_path and r.export_path
+    assert len(runs) == 2  # two candidates, each answered once; none again for the picture
+    assert len(reads) == 1  # one slice read, shared by the QA picture and the export's PNG
+    plain = tiny.predict(tmp_path / "study")
+    assert (plain.z_mm, plain.slice_index, plain.confidence) == (r.z_mm, r.slice_index, r.confidence)

@@ -55,6 +55,7 @@ def test_generated_npz_has_the_public_layout(tmp_path: Path) -> None:
 def test_npz_to_cache_parity_labels_and_folds(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import l3edge.answer as core
     import l3edge.locator as loc
     from l3edge.preprocess import normalize
 
@@ -75,7 +76,7 @@ def test_npz_to_cache_parity_labels_and_folds(
     with np.load(path, allow_pickle=True) as z:
         images, spacings, ydata = z["images_f"], z["spacings"], z["ydata"].item()
     seen: list[np.ndarray] = []
-    monkeypatch.setattr(loc, "normalize", lambda image, sp: seen.append(image) or normalize(image, sp))
+    monkeypatch.setattr(core, "normalize", lambda image, sp: seen.append(image) or normalize(image, sp))
     locator = loc.L3Locator.load(tiny_model)
     for i, scan in enumerate(sorted(scans, key=lambda s: s.id)):
         m, dz, dx = scan.meta, float(spacings[i][2]), float(spacings[i][0])

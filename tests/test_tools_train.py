@@ -97,6 +97,7 @@ def test_cache_parity_and_ir_evaluation(
     tmp_path: Path, dicom_series, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The cached model-space image is exactly what the locator computes; the IR path of evaluate works."""
+    import l3edge.answer as core
     import l3edge.locator as loc
     from l3edge.scan import read_projection
 
@@ -120,7 +121,7 @@ def test_cache_parity_and_ir_evaluation(
     assert space == TINY_SPACE and scan.in_view and scan.truth_slice() == row
 
     seen = []
-    monkeypatch.setattr(loc, "normalize", lambda image, sp: seen.append(image) or pl.normalize(image, sp))
+    monkeypatch.setattr(core, "normalize", lambda image, sp: seen.append(image) or pl.normalize(image, sp))
     result = loc.L3Locator.load(tiny_model).predict(folder)
     np.testing.assert_array_equal(scan.image, seen[0])
     assert scan.grid.row_to_z(0) == pytest.approx(float(proj.z_mm[0]) + 2.5 - 2.0 + 16 * 4.0)

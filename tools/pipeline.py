@@ -23,7 +23,7 @@ from l3edge.errors import UsageError
 from l3edge.metadata import ModelMetadata, ModelSpace
 from l3edge.place import PlacedLevel, place_levels
 from l3edge.preprocess import normalize
-from l3edge.refine import refine_rows
+from l3edge.refine import refine_zs
 from tools.data import CachedScan, load_cache
 from tools.levels import LevelLabels, level_labels
 from tools.summary import _num, summarize
@@ -145,15 +145,9 @@ class Refiner:
         fine = self.scans.get(scan_id)
         if fine is None:
             raise UsageError(f"scan {scan_id} is not in the refiner's cache; build it for the same scans")
-        out = refine_rows(
-            self.run,
-            normalize(fine.image, self.space),
-            [float(fine.grid.z_to_row(z)) for z in z_mm],
-            self.space.window_height_px,
-            self.band,
-            np.asarray(self.shifts_px),
-        )
-        return [z if o is None else float(fine.grid.row_to_z(o[0])) for z, o in zip(z_mm, out, strict=True)]
+        channels = normalize(fine.image, self.space)
+        h = self.space.window_height_px
+        return refine_zs(self.run, channels, fine.grid, list(z_mm), h, self.band, self.shifts_px)
 
 
 def load_refiner(

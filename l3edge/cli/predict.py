@@ -25,116 +25,112 @@ from l3edge.errors import ModelError, UsageError
 EXIT_INTERRUPTED = 130
 
 
+# The options of `l3edge predict`; a new per-scan option is one of these and a field of
+# l3edge.options.PredictOptions (given to it in `predict` below).
+PathsOpt = Annotated[
+    list[Path] | None,
+    typer.Argument(help="DICOM folders or NIfTI files, one scan each; glob patterns are expanded."),
+]
+StrideOpt = Annotated[int | None, typer.Option(min=1, help="Window stride in model pixels.")]
+SeriesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="SeriesInstanceUID to use in a multi-series study, or 'all' for one result per candidate "
+        "series (default: the series that shows the level best, by content)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per scan on stdout.")]
+OutOpt = Annotated[Path | None, typer.Option(help="Append results to this .csv or .jsonl file.")]
+QaOpt = Annotated[Path | None, typer.Option(help="Write one QA picture (PNG) per scan into this folder.")]
+ResumeOpt = Annotated[bool, typer.Option(help="Skip scans that already have an error-free row in --out.")]
+FromListOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-list",
+        help="Also run the scans listed in this file: one path per line, or a .csv with a 'path' "
+        "column (relative paths are relative to the file).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Worker processes, one model each (default: the number of cores, at most the number of "
+        "scans); 1 runs in this process.",
+    ),
+]
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="L3EDGE_DASK",
+        help="Run on the Dask cluster at this scheduler address (needs l3edge's dask extra); the paths "
+        "must be readable by its workers.",
+    ),
+]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(min=0.001, help="Seconds per scan; a scan taking longer is reported as an error."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="OpenVINO device.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="CPU threads for decoding and inference, per worker (default: the cores shared out)."
+    ),
+]
+ExportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Copy each scan's slice (its DICOM file, or a 2D NIfTI) and a PNG into DIR/<scan name>/."
+    ),
+]
+ExportNeighboursOpt = Annotated[
+    int, typer.Option(min=0, help="With --export: also this many slices on each side.")
+]
+ModeOpt = Annotated[Mode, typer.Option(help="strip: whole MIP at once; window: window by window.")]
+PrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(help="Inference precision (default: OpenVINO's choice for the device)."),
+]
+RefineOpt = Annotated[
+    bool, typer.Option(help="Use the model's refiner, when it has one, to place L3 more finely.")
+]
+LevelOpt = Annotated[
+    str | None,
+    typer.Option(help="Vertebral level the result describes (default: the model's, L3): T12, L1, S1..."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, lines or summary.")]
+
+
 def predict(
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(help="DICOM folders or NIfTI files, one scan each; glob patterns are expanded."),
-    ] = None,
+    paths: PathsOpt = None,
     model: ModelOpt = None,
-    stride: Annotated[int | None, typer.Option(min=1, help="Window stride in model pixels.")] = None,
-    series: Annotated[
-        str | None,
-        typer.Option(
-            help="SeriesInstanceUID to use in a multi-series study, or 'all' for one result per candidate "
-            "series (default: the series that shows the level best, by content)."
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per scan on stdout.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Append results to this .csv or .jsonl file.")] = None,
-    qa: Annotated[
-        Path | None, typer.Option(help="Write one QA picture (PNG) per scan into this folder.")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Skip scans that already have an error-free row in --out.")
-    ] = False,
-    from_list: Annotated[
-        Path | None,
-        typer.Option(
-            "--from-list",
-            help="Also run the scans listed in this file: one path per line, or a .csv with a 'path' "
-            "column (relative paths are relative to the file).",
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Worker processes, one model each (default: the number of cores, at most the number of "
-            "scans); 1 runs in this process.",
-        ),
-    ] = None,
-    dask: Annotated[
-        str | None,
-        typer.Option(
-            envvar="L3EDGE_DASK",
-            help="Run on the Dask cluster at this scheduler address (needs l3edge's dask extra); the paths "
-            "must be readable by its workers.",
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(min=0.001, help="Seconds per scan; a scan taking longer is reported as an error."),
-    ] = None,
-    device: Annotated[str, typer.Option(help="OpenVINO device.")] = "CPU",
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="CPU threads for decoding and inference, per worker (default: the cores shared out)."
-        ),
-    ] = None,
-    export: Annotated[
-        Path | None,
-        typer.Option(
-            help="Copy each scan's slice (its DICOM file, or a 2D NIfTI) and a PNG into DIR/<scan name>/."
-        ),
-    ] = None,
-    export_neighbours: Annotated[
-        int, typer.Option(min=0, help="With --export: also this many slices on each side.")
-    ] = 0,
-    mode: Annotated[
-        Mode, typer.Option(help="strip: whole MIP at once; window: window by window.")
-    ] = Mode.auto,
-    precision: Annotated[
-        Precision | None,
-        typer.Option(help="Inference precision (default: OpenVINO's choice for the device)."),
-    ] = None,
-    refine: Annotated[
-        bool, typer.Option(help="Use the model's refiner, when it has one, to place L3 more finely.")
-    ] = True,
-    level: Annotated[
-        str | None,
-        typer.Option(help="Vertebral level the result describes (default: the model's, L3): T12, L1, S1..."),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, lines or summary.")] = False,
+    stride: StrideOpt = None,
+    series: SeriesOpt = None,
+    as_json: JsonOpt = False,
+    out: OutOpt = None,
+    qa: QaOpt = None,
+    resume: ResumeOpt = False,
+    from_list: FromListOpt = None,
+    workers: WorkersOpt = None,
+    dask: DaskOpt = None,
+    timeout: TimeoutOpt = None,
+    device: DeviceOpt = "CPU",
+    threads: ThreadsOpt = None,
+    export: ExportOpt = None,
+    export_neighbours: ExportNeighboursOpt = 0,
+    mode: ModeOpt = Mode.auto,
+    precision: PrecisionOpt = None,
+    refine: RefineOpt = True,
+    level: LevelOpt = None,
+    quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Locate L3 in each scan: one result line per scan."""
     setup_logging(verbose)
     from l3edge import batch
-    from l3edge.cli.progress import Progress, choose_mode
-    from l3edge.output import ResultWriter, json_line
-    from l3edge.runtime import load_metadata, resolve_model
+    from l3edge.options import PredictOptions
 
-    if resume and out is None:
-        error("--resume", "needs --out FILE to know which scans are done")
-        raise typer.Exit(EXIT_USAGE)
-    if dask is not None and not dask.strip():
-        dask = None  # an empty L3EDGE_DASK means no cluster
-    if dask is not None and workers is not None:
-        error("--workers", "is for local processes; with --dask the cluster's workers run the scans")
-        raise typer.Exit(EXIT_USAGE)
-    try:
-        scans = batch.collect_paths(paths or [], from_list)
-    except UsageError as exc:
-        raise fail(from_list, exc) from None
-    if not scans:
-        error("predict", "no scans given: pass folders, files or glob patterns, or --from-list FILE")
-        raise typer.Exit(EXIT_USAGE)
-    if out is not None:
-        try:
-            ResultWriter(out).check()
-        except UsageError as exc:
-            raise fail(out, exc) from None
     load: dict[str, Any] = dict(
         model=model,
         device=device,
@@ -144,41 +140,54 @@ def predict(
         inference_precision=precision.value if precision else None,
         refine=refine,
     )
-    if export is not None:
-        try:
-            export.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            error(export, f"cannot create the --export folder ({exc.strerror})")
-            raise typer.Exit(EXIT_USAGE) from None
-    options: dict[str, Any] = {
-        "series_uid": series,
-        "qa_dir": os.path.abspath(qa) if qa else None,
-        "export_dir": os.path.abspath(export) if export else None,
-        "export_neighbours": export_neighbours or None,
-    }
-    where: object = model if model is not None else "model"
     try:
-        where = resolve_model(model).path
-        if level is not None:  # a level the model does not place is a usage error, before any scan
-            known = load_metadata(where).model_levels
-            if level.upper() not in known:
-                raise UsageError(f"--level: this model places {', '.join(known)}, not {level!r}")
-            options["level"] = level.upper()
-        options = {k: v for k, v in options.items() if v is not None}
+        scans = batch.collect_paths(paths or [], from_list)
+    except UsageError as exc:
+        raise fail(from_list, exc) from None
+    if not scans:
+        error("predict", "no scans given: pass folders, files or glob patterns, or --from-list FILE")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        options = PredictOptions(
+            series_uid=None if series == "all" else series,
+            all_series=series == "all",
+            qa_dir=os.path.abspath(qa) if qa else None,  # absolute: workers elsewhere write there too
+            level=level,
+            export_dir=os.path.abspath(export) if export else None,
+            export_neighbours=export_neighbours,
+        )
         run = batch.run(
             scans,
             load=load,
             options=options,
             workers=workers,
-            dask=dask,
+            dask=dask.strip() or None if dask is not None else None,  # an empty L3EDGE_DASK: no cluster
             timeout=timeout,
             out=out,
             resume=resume,
         )
     except ModelError as exc:
-        raise fail(where, exc) from None
+        raise fail(_model_named(model), exc) from None
     except UsageError as exc:
         raise fail("arguments", exc) from None
+    _show(run, as_json, quiet, verbose, out)
+
+
+def _model_named(model: Path | None) -> object:
+    """What a model error names: the model file found, else the one asked for."""
+    from l3edge.runtime import resolve_model
+
+    try:
+        return resolve_model(model).path
+    except ModelError:
+        return model if model is not None else "model"
+
+
+def _show(run: Any, as_json: bool, quiet: bool, verbose: bool, out: Path | None) -> None:
+    """Stream the batch's results to the terminal (lines or JSON, progress, summary); exit with its code."""
+    from l3edge.cli.progress import Progress, choose_mode
+    from l3edge.output import json_line
+
     progress = Progress(run.summary, choose_mode(len(run.paths), quiet, as_json))
     try:
         with run, progress:
