@@ -13,6 +13,7 @@ the row. A scan and level decided twice keeps the later row, and says so (:attr:
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from l3edge.errors import InputError, UsageError
-from l3edge.report import latest, read_results
+from l3edge.report import latest, qa_file, read_results
 from l3edge.result import L3Result
 from l3edge.review import key_hash, model_levels, results_key
 from l3edge.series import Projection, SeriesInfo
@@ -149,6 +150,7 @@ def read_corrections(csv_path: str | os.PathLike[str], results: str | os.PathLik
             raise InputError(f"{where}: an {choice} row needs z_mm, slice_index or sop_instance_uid")
         if choice == "reject":
             z = k = sop = None
+        _check_extent(d, res.parent, z, k, where)
         ident = (path, str(d.get("series_instance_uid") or ""), level)
         if ident in kept:
             notes.append(
@@ -172,6 +174,25 @@ def read_corrections(csv_path: str | os.PathLike[str], results: str | os.PathLik
     decided = {(p, s) for p, s, _ in kept}
     undecided = sum((str(d["path"]), str(d.get("series_instance_uid") or "")) not in decided for d in rows)
     return Corrections(list(kept.values()), notes, undecided)
+
+
+def _check_extent(d: dict[str, Any], results_dir: Path, z: float | None, k: int | None, where: str) -> None:
+    """Check a row against the scan's QA geometry (l3edge.qa.geometry) when the results have one: the scan
+    need not be read again to find a z outside it or an unknown slice."""
+    png = qa_file(d, results_dir)
+    if png is None or (z is None and k is None):
+        return
+    try:
+        g = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
+        zs, index = [float(v) for v in g["z_mm"]], [int(v) for v in g["slice_index"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    pitch = abs(zs[0] - zs[-1]) / max(len(zs) - 1, 1)
+    lo, hi = min(zs) - pitch / 2, max(zs) + pitch / 2
+    if z is not None and not lo <= z <= hi:
+        raise InputError(f"{where}: z = {z:.1f} mm is outside the scan ({lo:.1f} to {hi:.1f} mm)")
+    if k is not None and k not in index:
+        raise InputError(f"{where}: slice_index {k} is not among the {len(index)} slices of the scan")
 
 
 def resolve_row(dec: Decision, projection: Projection, where: str) -> int:

@@ -119,7 +119,7 @@ def sort_key(d: dict[str, Any]) -> tuple[int, float, str]:
     return STATUS_ORDER.index(status(d)), conf, str(d["path"])
 
 
-def _qa_file(d: dict[str, Any], results_dir: Path) -> Path | None:
+def qa_file(d: dict[str, Any], results_dir: Path) -> Path | None:
     q = d.get("qa_path")
     if not q:
         return None
@@ -273,7 +273,7 @@ def write_report(
     images: list[tuple[str | None, str | None]] = []
     geometries: list[dict[str, Any] | None] = []
     for i, d in enumerate(rows):
-        png = _qa_file(d, src.parent)
+        png = qa_file(d, src.parent)
         jpeg = _thumbnail(png, THUMB_HEIGHT_PX) if png is not None else None
         geometries.append(read_geometry(png) if png is not None and jpeg is not None else None)
         if png is None or jpeg is None:
