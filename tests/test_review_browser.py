@@ -1,5 +1,5 @@
-"""The review page as a reviewer uses it: a real headless Chromium driven through chromedriver (selenium) clicks
-and types; then the downloaded corrections.csv goes through `l3edge export` and `tools.build_cache`.
+"""The review page as a reviewer uses it: a real headless Chromium driven through chromedriver (selenium)
+clicks and types; then the downloaded corrections.csv goes through `l3edge export` and `tools.build_cache`.
 
 Round trip on phantoms: the bundled model's results, with a deliberately wrong answer on one scan; the test
 accepts a right one, corrects the wrong one by a click at the phantom's true L3 row (then a slice at a time),
@@ -127,7 +127,8 @@ def click_row(driver: Any, card: Any, geometry: dict[str, Any], row: int) -> Non
     mip = geometry["mip"]
     y = (mip["y"] + (geometry["z_top_mm"] - geometry["z_mm"][row]) / geometry["height_mm"] * mip["h"]) * s
     x = mip["w"] / 2 * s
-    ActionChains(driver).move_to_element_with_offset(img, round(x - w / 2), round(y - h / 2)).click().perform()
+    chain = ActionChains(driver).move_to_element_with_offset(img, round(x - w / 2), round(y - h / 2))
+    chain.click().perform()
 
 
 def geometry_of(result: dict[str, Any]) -> dict[str, Any]:
@@ -136,10 +137,11 @@ def geometry_of(result: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def reviewed_cohort(phantom_cohort: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The bundled model's results on the phantoms, ph2's L3 moved 6 slices off (a deliberately wrong answer)."""
+    """The bundled model's results on the phantoms, ph2's L3 moved 6 slices off (deliberately wrong)."""
     work = tmp_path_factory.mktemp("review")
     out = work / "results.jsonl"
-    list(batch.run([str(p) for p in phantom_cohort], workers=1, options={"qa_dir": str(work / "qa")}, out=out))
+    paths = [str(p) for p in phantom_cohort]
+    list(batch.run(paths, workers=1, options={"qa_dir": str(work / "qa")}, out=out))
     rows = [json.loads(ln) for ln in out.read_text().splitlines()]
     by = {Path(d["path"]).name: d for d in rows}
     assert all(by[n]["found"] for n in ("ph1", "ph2", "ph4")), [(n, d["found"]) for n, d in by.items()]
@@ -218,7 +220,8 @@ def test_review_round_trip(browser: Any, reviewed_cohort: dict[str, Any], tmp_pa
     with open(dl, newline="") as f:
         got = {Path(r["path"]).name: r for r in csv.DictReader(f)}
     assert sorted(got) == ["ph1", "ph2", "ph3"]
-    assert got["ph1"]["decision"] == "accept" and float(got["ph1"]["z_mm"]) == pytest.approx(by["ph1"]["z_mm"])
+    assert got["ph1"]["decision"] == "accept"
+    assert float(got["ph1"]["z_mm"]) == pytest.approx(by["ph1"]["z_mm"])
     assert int(got["ph1"]["slice_index"]) == by["ph1"]["slice_index"]
     r2 = got["ph2"]
     assert r2["decision"] == "correct" and r2["level"] == "L3"
