@@ -127,7 +127,7 @@ def read_corrections(csv_path: str | os.PathLike[str], results: str | os.PathLik
     kept: dict[tuple[str, str, str], Decision] = {}
     notes: list[str] = []
     for n, r in enumerate(lines, start=2):
-        where = f"{src} line {n}"
+        where = f"{src}: line {n}"
         path, uid = r.get("path", ""), r.get("series_instance_uid", "")
         series = by_path.get(path)
         if series is None:
@@ -277,7 +277,7 @@ def export_corrections(
     for dec in corr.decisions:
         if dec.decision == "reject":
             continue
-        where = f"{corrections} line {dec.line}"
+        where = f"{corrections}: line {dec.line}"
         ident = (dec.path, dec.series_instance_uid)
         if ident not in seen:
             try:
