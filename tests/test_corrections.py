@@ -75,7 +75,7 @@ def test_export_and_duplicates(cohort: dict[str, Any], tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert ": line 4 decides" in r.stderr and "again (line 2): the later row is used" in r.stderr
     assert "exported 1 slices" in r.stdout and "1 rejected" in r.stdout
-    listing = list(csv.DictReader(open(tmp_path / "out" / "export.csv")))
+    listing = list(csv.DictReader((tmp_path / "out" / "export.csv").read_text().splitlines()))
     assert [(x["decision"], int(x["slice_index"])) for x in listing] == [("correct", g["slice_index"][7])]
     # The file exported is the slice's own file, byte for byte.
     from l3edge.scan import read_projection
