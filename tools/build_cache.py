@@ -183,23 +183,6 @@ def sample_rows(mip: np.ndarray, z_rows: np.ndarray, z_at: np.ndarray) -> np.nda
     return (mip[i0] * (1 - f) + mip[i1] * f).astype(np.float32)
 
 
-def correction_records(results: Path, corrections: Path) -> list[ScanRecord]:
-    """The decided scans of a review as labelled records (l3edge.corrections checks every row first)."""
-    from l3edge.corrections import read_corrections
-
-    corr = read_corrections(corrections, results)
-    for note in corr.notes:
-        log.warning("%s", note)
-    out = []
-    for d in corr.decisions:
-        z = d.z_mm
-        k = d.slice_index if z is None else None
-        sop = d.sop_instance_uid if z is None and k is None else None
-        tag = f"{d.series_instance_uid}|{d.decision}|{z}|{k}|{sop}"
-        out.append(ScanRecord(Path(d.path), z, k, sop, d.level, False, d.series_instance_uid, tag))
-    return out
-
-
 def record_jobs(
     records: list[ScanRecord], folder: Path, space: ModelSpace, dtype: str
 ) -> list[tuple[Any, ...]]:
@@ -373,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.results is not None:
             if a.inputs or a.phantoms:
                 raise UsageError("--corrections builds from the reviewed scans only: no other inputs")
+            from tools.reviewed import correction_records
+
             records = correction_records(a.results, a.corrections)
             jobs = record_jobs(records, a.out, space, a.dtype)
             info = {"kind": "corrections", "results": str(a.results), "corrections": str(a.corrections)}
