@@ -173,8 +173,9 @@ def _card(d: dict[str, Any], i: int, img: str | None, link: str | None) -> str:
     warnings = d.get("warnings") or []
     warn = "".join(f"<li>{e(str(w))}</li>" for w in warnings)
     missing = "QA picture missing" if d.get("qa_path") else "no QA picture (predict --qa DIR)"
+    lazy = "" if img is None or img.startswith("data:") else ' loading="lazy"'  # files: fetched when in view
     picture = (
-        f'<div class="pic"><img src="{e(img)}" alt="QA picture of {e(name)}"></div>'
+        f'<div class="pic"><img src="{e(img)}"{lazy} alt="QA picture of {e(name)}"></div>'
         if img
         else f'<div class="noimg">{missing}</div>'
     )

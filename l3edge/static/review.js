@@ -289,8 +289,10 @@
   apply();
   cards.forEach(function (c, i) { if (dec(i)) { draw(i); } });
   nextUndecided();
+  root.uiMs = Math.round(performance.now());
   root.ui = '1';
-  var imgs = [].slice.call(document.querySelectorAll('article .pic img'));
+  // Thumbnails in the page are decoded before data-ready; files beside it (--no-embed) load as they come into view.
+  var imgs = [].slice.call(document.querySelectorAll('article .pic img:not([loading=lazy])'));
   Promise.all(imgs.map(function (i) { return i.decode().then(function () { return 1; }, function () { return 0; }); }))
     .then(function (r) {
       var ok = r.reduce(function (a, b) { return a + b; }, 0);
