@@ -6,9 +6,15 @@ slice there), its result and confidence. Scans flagged ``review`` come first, th
 then the rest; each group by ascending confidence. A filter box (text and status) and the counts sit at the
 top; ``report.html#q=TEXT`` opens it filtered. Thumbnails are embedded (JPEG data URIs; the page is one file)
 or, with ``embed=False``, written beside it in ``<name>_thumbs/`` (smaller page for large cohorts). A
-thumbnail links to its full QA picture (relative path, so the folder can move as a whole). Once its script
-has run, the page's root element carries ``data-ready``, ``data-shown`` (cards shown) and ``data-thumbs``
-(thumbnails decoded / total), for checks in a headless browser.
+card links to its full QA picture (relative path, so the folder can move as a whole).
+
+The page is also the review tool: its script (``l3edge/static/review.js``, inlined here with the style) lets a
+person accept, reject or correct each scan's pick (a click on the MIP snaps to the nearest slice, through the
+picture's geometry from ``l3edge.qa.geometry``, carried in the page as JSON with the model's picks per level,
+``l3edge.review.page_data``), keeps the decisions in localStorage and downloads or imports ``corrections.csv``
+(``l3edge.corrections``). Once its script has run, the page's root element carries ``data-ui`` (handlers bound),
+``data-ready`` (embedded thumbnails decoded), ``data-shown``, ``data-decided``, ``data-left``, ``data-cur`` (the
+card in focus), ``data-row`` (its line's MIP row), ``data-level`` and ``data-msg``, for checks in a browser.
 """
 
 from __future__ import annotations

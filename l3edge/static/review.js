@@ -85,17 +85,7 @@
     line.style.top = ((G.g.my + (G.g.zt - G.z[r]) / G.g.hm * G.g.mh) * s - 1) + 'px';
     line.style.width = (G.g.mw * s) + 'px';
     c.dataset.row = r;
-    if (i === cur) { root.row = r; axial(i, r); }
-  }
-  function axial(i, r) {  // the nearest axial thumbnail written by --qa-axial, if any
-    var a = D.scans[i].a, im = cards[i].querySelector('img.axial');
-    if (!a || !im) { return; }
-    var G = geo(i), best = 0;
-    for (var j = 1; j < a.length; j++) {
-      if (Math.abs(a[j][0] - G.k[r]) < Math.abs(a[best][0] - G.k[r])) { best = j; }
-    }
-    im.src = a[best][1];
-    im.title = 'slice ' + a[best][0];
+    if (i === cur) { root.row = r; }
   }
   function visible(i) { return !cards[i].hidden; }
   function setCur(i) {
