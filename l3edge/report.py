@@ -12,9 +12,10 @@ The page is also the review tool: its script (``l3edge/static/review.js``, inlin
 person accept, reject or correct each scan's pick (a click on the MIP snaps to the nearest slice, through the
 picture's geometry from ``l3edge.qa.geometry``, carried in the page as JSON with the model's picks per level,
 ``l3edge.review.page_data``), keeps the decisions in localStorage and downloads or imports ``corrections.csv``
-(``l3edge.corrections``). Once its script has run, the page's root element carries ``data-ui`` (handlers bound),
-``data-ready`` (embedded thumbnails decoded), ``data-shown``, ``data-decided``, ``data-left``, ``data-cur`` (the
-card in focus), ``data-row`` (its line's MIP row), ``data-level`` and ``data-msg``, for checks in a browser.
+(``l3edge.corrections``). Once its script has run, the page's root element carries ``data-ui`` (handlers
+bound), ``data-ready`` (embedded thumbnails decoded), ``data-shown``, ``data-decided``, ``data-left``,
+``data-cur`` (the card in focus), ``data-row`` (its line's MIP row), ``data-level`` and ``data-msg``, for
+checks in a browser.
 """
 
 from __future__ import annotations
