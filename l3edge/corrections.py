@@ -176,6 +176,15 @@ def read_corrections(csv_path: str | os.PathLike[str], results: str | os.PathLik
     return Corrections(list(kept.values()), notes, undecided)
 
 
+def _check_z(z: float | None, zs: list[float], where: str) -> float:
+    """Check that ``z`` (None: nothing to check) lies in the scan of slices at ``zs``; returns their pitch."""
+    pitch = abs(zs[0] - zs[-1]) / max(len(zs) - 1, 1)
+    lo, hi = min(zs) - pitch / 2, max(zs) + pitch / 2
+    if z is not None and not lo <= z <= hi:
+        raise InputError(f"{where}: z = {z:.1f} mm is outside the scan ({lo:.1f} to {hi:.1f} mm)")
+    return pitch
+
+
 def _check_extent(d: dict[str, Any], results_dir: Path, z: float | None, k: int | None, where: str) -> None:
     """Check a row against the scan's QA geometry (l3edge.qa.geometry) when the results have one: the scan
     need not be read again to find a z outside it or an unknown slice."""
@@ -187,10 +196,7 @@ def _check_extent(d: dict[str, Any], results_dir: Path, z: float | None, k: int 
         zs, index = [float(v) for v in g["z_mm"]], [int(v) for v in g["slice_index"]]
     except (OSError, ValueError, KeyError, TypeError):
         return
-    pitch = abs(zs[0] - zs[-1]) / max(len(zs) - 1, 1)
-    lo, hi = min(zs) - pitch / 2, max(zs) + pitch / 2
-    if z is not None and not lo <= z <= hi:
-        raise InputError(f"{where}: z = {z:.1f} mm is outside the scan ({lo:.1f} to {hi:.1f} mm)")
+    _check_z(z, zs, where)
     if k is not None and k not in index:
         raise InputError(f"{where}: slice_index {k} is not among the {len(index)} slices of the scan")
 
@@ -203,10 +209,7 @@ def resolve_row(dec: Decision, projection: Projection, where: str) -> int:
     """
     series = projection.series
     z = [float(v) for v in projection.z_mm]
-    pitch = abs(z[0] - z[-1]) / max(len(z) - 1, 1)
-    lo, hi = min(z) - pitch / 2, max(z) + pitch / 2
-    if dec.z_mm is not None and not lo <= dec.z_mm <= hi:
-        raise InputError(f"{where}: z = {dec.z_mm:.1f} mm is outside the scan ({lo:.1f} to {hi:.1f} mm)")
+    pitch = _check_z(dec.z_mm, z, where)
     index = list(series.slice_index) if series is not None else []
     uids = list(series.sop_instance_uids) if series is not None else []
     if dec.slice_index is not None:

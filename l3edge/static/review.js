@@ -10,6 +10,7 @@
   var KEY = 'l3edge-review:' + D.key;
   var COLS = ['path', 'series_instance_uid', 'level', 'decision', 'z_mm', 'slice_index', 'sop_instance_uid',
     'reviewer', 'time', 'results'];
+  var DECISIONS = ['accept', 'correct', 'reject'];
   var store = load(), cur = -1, level = D.level, geos = {};
   var index = {};
   D.scans.forEach(function (s, i) { index[skey(s.p, s.s)] = i; });
@@ -207,7 +208,9 @@
       if (r.length === 1 && r[0] === '') { return; }
       var get = function (c) { return c in col ? (r[col[c]] || '') : ''; };
       var i = index[skey(get('path'), get('series_instance_uid'))], lv = get('level').toUpperCase();
-      if (i === undefined) { unknown++; return; }
+      if (i === undefined || D.levels.indexOf(lv) < 0 || DECISIONS.indexOf(get('decision')) < 0) {
+        unknown++; return;
+      }
       var k = skey(D.scans[i].p, D.scans[i].s);
       if (seen[k + lv]) { dup++; }
       seen[k + lv] = 1;
@@ -219,7 +222,7 @@
       store.d[k][lv] = rec; n++;
     });
     save(); cards.forEach(function (c, i) { draw(i); }); apply();
-    say('imported ' + n + ' decisions' + (unknown ? ', ' + unknown + ' rows for scans not on this page skipped' : '') +
+    say('imported ' + n + ' decisions' + (unknown ? ', ' + unknown + ' rows skipped (a scan not on this page, another level or decision)' : '') +
       (dup ? ', ' + dup + ' repeated rows (the later one kept)' : ''));
   }
   function onKey(ev) {
