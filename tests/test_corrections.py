@@ -153,3 +153,23 @@ def test_not_a_corrections_file(cohort: dict[str, Any], tmp_path: Path) -> None:
     )
     r = export(cohort, tmp_path / "absent.csv", tmp_path / "out")
     assert r.exit_code == 3 and "cannot read the corrections file" in r.stderr
+
+
+def test_cache_of_a_review_follows_its_changes(cohort: dict[str, Any], tmp_path: Path) -> None:
+    """build_cache --corrections: labels from the rows; a decision changed since keeps one entry, the new one."""
+    from tools.build_cache import main as build_cache
+    from tools.data import read_index
+
+    c, cache = cohort, tmp_path / "cache"
+    g = c["geo"]["a"]
+    for r in (3, 9):
+        f = write_csv(tmp_path / f"c{r}.csv", [row(c, "a", r=r), row(c, "b", "reject")], c["key"])
+        argv = ["--results", str(c["results"]), "--corrections", str(f), "--out", str(cache), "--quiet"]
+        assert build_cache(argv) == 0
+    scans = {Path(m["path"]).name: m for m in read_index(cache)["scans"]}
+    assert sorted(scans) == ["a", "b"] and len(list(cache.glob("*.npz"))) == 2
+    assert scans["a"]["in_view"] and scans["a"]["label_z_mm"] == pytest.approx(g["z_mm"][9], abs=1e-3)
+    assert not scans["b"]["in_view"]
+    other = tmp_path / "other"
+    assert build_cache(["--phantoms", "1", "--out", str(other), "--quiet"]) == 0
+    assert build_cache([*argv[:4], "--out", str(other), "--quiet"]) == 2  # not a review's cache: left alone

@@ -356,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.results is not None:
             if a.inputs or a.phantoms:
                 raise UsageError("--corrections builds from the reviewed scans only: no other inputs")
-            from tools.reviewed import correction_records
+            from tools.reviewed import correction_records, drop_stale
 
-            records = correction_records(a.results, a.corrections)
-            jobs = record_jobs(records, a.out, space, a.dtype)
+            jobs = record_jobs(correction_records(a.results, a.corrections), a.out, space, a.dtype)
+            drop_stale(a.out, {j[0] for j in jobs})
             info = {"kind": "corrections", "results": str(a.results), "corrections": str(a.corrections)}
         elif a.phantoms > 0:
             from l3edge.phantom.config import REGIONS
