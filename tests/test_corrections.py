@@ -156,7 +156,7 @@ def test_not_a_corrections_file(cohort: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_cache_of_a_review_follows_its_changes(cohort: dict[str, Any], tmp_path: Path) -> None:
-    """build_cache --corrections: labels from the rows; a decision changed since keeps one entry, the new one."""
+    """build_cache --corrections: labels from the rows; a decision changed since leaves one entry, the new."""
     from tools.build_cache import main as build_cache
     from tools.data import read_index
 
