@@ -103,8 +103,11 @@
   function step(dir) {
     for (var i = cur + dir; i >= 0 && i < cards.length; i += dir) { if (visible(i)) { setCur(i); return; } }
   }
-  function nextUndecided() {  // the next shown card without a decision (doubtful scans come first)
+  function nextUndecided() {  // an undecided doubtful card first (status review), else the next undecided one
     var n = cards.length;
+    for (var j = 0; j < n; j++) {
+      if (j !== cur && visible(j) && !dec(j) && cards[j].dataset.status === 'review') { setCur(j); return; }
+    }
     for (var k = 1; k <= n; k++) {
       var i = (cur + k) % n;
       if (visible(i) && !dec(i)) { setCur(i); return; }
