@@ -13,9 +13,9 @@ person accept, reject or correct each scan's pick (a click on the MIP snaps to t
 picture's geometry from ``l3edge.qa.geometry``, carried in the page as JSON with the model's picks per level,
 ``l3edge.review.page_data``), keeps the decisions in localStorage and downloads or imports ``corrections.csv``
 (``l3edge.corrections``). Once its script has run, the page's root element carries ``data-ui`` (handlers
-bound), ``data-ready`` and ``data-thumbs`` (embedded thumbnails decoded), ``data-shown``, ``data-decided``, ``data-left``,
-``data-cur`` (the card in focus), ``data-row`` (its line's MIP row), ``data-level`` and ``data-msg``, for
-checks in a browser.
+bound), ``data-ready`` and ``data-thumbs`` (embedded thumbnails decoded), ``data-shown``, ``data-decided``,
+``data-left``, ``data-cur`` (the card in focus), ``data-row`` (its line's MIP row), ``data-level`` and
+``data-msg``, for checks in a browser.
 """
 
 from __future__ import annotations
