@@ -70,7 +70,7 @@ class Corrections:
     notes: list[str]
     """Rows replaced by a later one."""
     undecided: int
-    """Scans of the results file without any decision."""
+    """Scans of the results file (that did not fail) without any decision."""
 
 
 def _num(text: str, kind: Callable[[str], Any], where: str, name: str) -> Any:
@@ -172,7 +172,11 @@ def read_corrections(csv_path: str | os.PathLike[str], results: str | os.PathLik
             several_series=len(series) > 1,
         )
     decided = {(p, s) for p, s, _ in kept}
-    undecided = sum((str(d["path"]), str(d.get("series_instance_uid") or "")) not in decided for d in rows)
+    undecided = sum(
+        (str(d["path"]), str(d.get("series_instance_uid") or "")) not in decided
+        for d in rows
+        if d["error"] is None
+    )
     return Corrections(list(kept.values()), notes, undecided)
 
 
