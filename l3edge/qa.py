@@ -1,11 +1,15 @@
 """QA picture: the frontal MIP with every level found and the predicted one, beside the axial slice there.
 
-Pixels only: no patient data is drawn.
+Pixels only: no patient data is drawn. Beside each picture ``<name>.png`` goes ``<name>.json``, its
+geometry (:func:`geometry`): where the MIP sits in the picture, the patient z of the picture's top and its
+height in mm, and per MIP row (superior first) the slice's z, slice index and SOPInstanceUID, so that the
+review page can map a click on the picture to a slice (about 80 bytes a slice, most of it the UIDs).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -15,6 +19,10 @@ from PIL import Image, ImageDraw
 
 from l3edge.result import L3Result
 from l3edge.series import Projection
+
+GEOMETRY_FORMAT = 1
+NOTE_H_PX = 18
+"""Height of the note strip above the MIP."""
 
 MIP_WINDOW_HU = (-200.0, 1500.0)
 """HU range of the MIP picture (as in the shared reference MIPs)."""
@@ -41,18 +49,8 @@ def _to_gray(values: np.ndarray, lo: float, hi: float) -> Image.Image:
     return Image.fromarray((v * 255.0 + 0.5).astype(np.uint8), mode="L")
 
 
-def render_qa(projection: Projection, result: L3Result, axial_hu: np.ndarray | None = None) -> Image.Image:
-    """The QA picture as an RGB image.
-
-    The MIP with a tick beside the spine for every level found (T12 ... S1; the result's level as a line
-    across), "review" in red when the result asks for it, and the axial slice at the level beside it.
-
-    Args:
-        projection: the scan's frontal MIP (rows superior -> inferior).
-        result: the result for this scan (its ``z_mm`` None: not found; the MIP is shown with a note).
-        axial_hu: the axial slice at the result's level in HU (None: MIP only).
-    """
-    z_mm, level = result.z_mm, result.level
+def _layout(projection: Projection) -> tuple[float, float, float, int, int]:
+    """(scale, z of the picture's top in mm, height in mm, MIP height px, MIP width px) of the MIP panel."""
     z = np.asarray(projection.z_mm, dtype=np.float64)
     n_rows, n_cols = projection.mip_hu.shape
     col = float(projection.col_spacing_mm)
@@ -65,8 +63,22 @@ def render_qa(projection: Projection, result: L3Result, axial_hu: np.ndarray | N
     scale = max(1.0, MIN_HEIGHT_PX / h0)  # enlarge short scans...
     scale = min(scale, max(1.0, MAX_SIDE_PX / w0))  # ...but not beyond MAX_SIDE_PX wide
     scale = min(scale, 2 * MAX_SIDE_PX / h0)  # and shrink very long scans
-    mip_h = max(1, round(h0 * scale))
-    mip_w = max(1, round(w0 * scale))
+    return scale, z_top, height_mm, max(1, round(h0 * scale)), max(1, round(w0 * scale))
+
+
+def render_qa(projection: Projection, result: L3Result, axial_hu: np.ndarray | None = None) -> Image.Image:
+    """The QA picture as an RGB image.
+
+    The MIP with a tick beside the spine for every level found (T12 ... S1; the result's level as a line
+    across), "review" in red when the result asks for it, and the axial slice at the level beside it.
+
+    Args:
+        projection: the scan's frontal MIP (rows superior -> inferior).
+        result: the result for this scan (its ``z_mm`` None: not found; the MIP is shown with a note).
+        axial_hu: the axial slice at the result's level in HU (None: MIP only).
+    """
+    z_mm, level = result.z_mm, result.level
+    scale, z_top, height_mm, mip_h, mip_w = _layout(projection)
     mip = _to_gray(projection.mip_hu, *MIP_WINDOW_HU).resize((mip_w, mip_h), Image.Resampling.BILINEAR)
     panels = [mip.convert("RGB")]
     if z_mm is not None and axial_hu is not None:
@@ -75,7 +87,7 @@ def render_qa(projection: Projection, result: L3Result, axial_hu: np.ndarray | N
         ax_w = max(1, round(ax.width * ax_h / max(ax.height, 1)))
         panels.append(ax.resize((ax_w, ax_h), Image.Resampling.BILINEAR).convert("RGB"))
     gap = 8
-    note_h = 18
+    note_h = NOTE_H_PX
     width = sum(p.width for p in panels) + gap * (len(panels) - 1)
     canvas = Image.new("RGB", (width, max(p.height for p in panels) + note_h), "black")
     x = 0
@@ -113,10 +125,49 @@ def write_qa(
     result: L3Result,
     axial_hu: np.ndarray | None = None,
 ) -> Path:
-    """Render the QA picture of the scan at ``path`` and save it as a PNG in ``qa_dir``; returns the file."""
+    """Render the QA picture of the scan at ``path`` and save it as a PNG in ``qa_dir``, its geometry beside
+    it (``.json``); returns the PNG."""
     qa_dir.mkdir(parents=True, exist_ok=True)
     out = qa_dir / qa_filename(path)
+    picture = render_qa(projection, result, axial_hu)
+    side = geometry_path(out)
+    tmp_json = side.with_name(side.name + ".tmp")
+    tmp_json.write_text(json.dumps(geometry(projection, picture.size)), encoding="utf-8")
+    os.replace(tmp_json, side)
     tmp = out.with_name(out.name + ".tmp")
-    render_qa(projection, result, axial_hu).save(tmp, format="PNG")
+    picture.save(tmp, format="PNG")
     os.replace(tmp, out)
     return out
+
+
+def geometry_path(png: Path) -> Path:
+    """The geometry file beside a QA picture."""
+    return png.with_suffix(".json")
+
+
+def geometry(projection: Projection, size: tuple[int, int]) -> dict[str, object]:
+    """Where the MIP of ``projection`` sits in its QA picture of ``size`` (width, height) px, and its rows.
+
+    A picture row ``y`` (px from the top of the picture) is at patient z
+    ``z_top_mm - (y - mip.y) / mip.h * height_mm``; row ``i`` of the MIP is the slice ``slice_index[i]``
+    at ``z_mm[i]`` (superior first, as the MIP).
+    """
+    _, z_top, height_mm, mip_h, mip_w = _layout(projection)
+    series = projection.series
+    n = projection.n_slices
+    if series is not None and len(series.slice_index) == n:
+        index = [int(k) for k in series.slice_index]
+        uids = list(series.sop_instance_uids)
+    else:  # in memory: rows are superior -> inferior, the z-ascending index counts from the last row
+        index, uids = [n - 1 - i for i in range(n)], [None] * n
+    return {
+        "format": GEOMETRY_FORMAT,
+        "width": int(size[0]),
+        "height": int(size[1]),
+        "mip": {"x": 0, "y": NOTE_H_PX, "w": mip_w, "h": mip_h},
+        "z_top_mm": round(z_top, 3),
+        "height_mm": round(height_mm, 3),
+        "z_mm": [round(float(v), 3) for v in projection.z_mm],
+        "slice_index": index,
+        "sop_instance_uid": uids,
+    }

@@ -6,9 +6,16 @@ slice there), its result and confidence. Scans flagged ``review`` come first, th
 then the rest; each group by ascending confidence. A filter box (text and status) and the counts sit at the
 top; ``report.html#q=TEXT`` opens it filtered. Thumbnails are embedded (JPEG data URIs; the page is one file)
 or, with ``embed=False``, written beside it in ``<name>_thumbs/`` (smaller page for large cohorts). A
-thumbnail links to its full QA picture (relative path, so the folder can move as a whole). Once its script
-has run, the page's root element carries ``data-ready``, ``data-shown`` (cards shown) and ``data-thumbs``
-(thumbnails decoded / total), for checks in a headless browser.
+card links to its full QA picture (relative path, so the folder can move as a whole).
+
+The page is also the review tool: its script (``l3edge/static/review.js``, inlined here with the style) lets a
+person accept, reject or correct each scan's pick (a click on the MIP snaps to the nearest slice, through the
+picture's geometry from ``l3edge.qa.geometry``, carried in the page as JSON with the model's picks per level,
+``l3edge.review.page_data``), keeps the decisions in localStorage and downloads or imports ``corrections.csv``
+(``l3edge.corrections``). Once its script has run, the page's root element carries ``data-ui`` (handlers
+bound), ``data-ready`` and ``data-thumbs`` (embedded thumbnails decoded), ``data-shown``, ``data-decided``,
+``data-left``, ``data-cur`` (the card in focus), ``data-row`` (its line's MIP row), ``data-level`` and
+``data-msg``, for checks in a browser.
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from l3edge.errors import InputError, UsageError
+from l3edge.review import float_or_none as _float
+from l3edge.review import page_data, read_geometry, results_key
 
 THUMB_HEIGHT_PX = 220
 STATUS_ORDER = ("review", "error", "not found", "found")
@@ -47,13 +57,6 @@ class ReportInfo:
 
 def _bool(v: Any) -> bool:
     return v is True or str(v).strip().lower() in ("true", "1", "yes")
-
-
-def _float(v: Any) -> float | None:
-    try:
-        return float(v) if v not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -123,7 +126,7 @@ def sort_key(d: dict[str, Any]) -> tuple[int, float, str]:
     return STATUS_ORDER.index(status(d)), conf, str(d["path"])
 
 
-def _qa_file(d: dict[str, Any], results_dir: Path) -> Path | None:
+def qa_file(d: dict[str, Any], results_dir: Path) -> Path | None:
     q = d.get("qa_path")
     if not q:
         return None
@@ -158,7 +161,7 @@ def _fmt(v: Any, spec: str = "") -> str:
         return str(v)
 
 
-def _card(d: dict[str, Any], img: str | None, link: str | None) -> str:
+def _card(d: dict[str, Any], i: int, img: str | None, link: str | None) -> str:
     e = html.escape
     st = status(d)
     path = str(d["path"])
@@ -177,92 +180,79 @@ def _card(d: dict[str, Any], img: str | None, link: str | None) -> str:
     warnings = d.get("warnings") or []
     warn = "".join(f"<li>{e(str(w))}</li>" for w in warnings)
     missing = "QA picture missing" if d.get("qa_path") else "no QA picture (predict --qa DIR)"
+    lazy = "" if img is None or img.startswith("data:") else ' loading="lazy"'  # files: fetched when in view
     picture = (
-        f'<img src="{e(img)}" alt="QA picture of {e(name)}">'
+        f'<div class="pic"><img src="{e(img)}"{lazy} alt="QA picture of {e(name)}"></div>'
         if img
         else f'<div class="noimg">{missing}</div>'
     )
-    if img and link:
-        picture = f'<a href="{e(link)}">{picture}</a>'
-    conf = "" if d["error"] is not None else f"<p>confidence {_fmt(d['confidence'], '.2f')}</p>"
+    full = f' <a href="{e(link)}">full picture</a>' if img and link else ""
+    conf = "" if d["error"] is not None else f"<p>confidence {_fmt(d['confidence'], '.2f')}{full}</p>"
     text = " ".join([path, st, str(d.get("error") or ""), *map(str, warnings)]).lower()
     return (
-        f'<article class="card {st.replace(" ", "-")}" data-status="{e(st)}" data-text="{e(text)}">'
-        f'{picture}<div><h2>{e(name)} <span class="badge">{e(st)}</span></h2>'
-        f'<p class="path">{e(path)}</p>{detail}{conf}'
+        f'<article class="card {st.replace(" ", "-")}" data-status="{e(st)}" '
+        f'data-text="{e(text)}" data-i="{i}">{picture}<div><h2>{e(name)} <span class="badge">{e(st)}</span>'
+        f'<span class="dec"></span></h2><p class="path">{e(path)}</p>{detail}{conf}'
         f"{'<ul>' + warn + '</ul>' if warn else ''}</div></article>"
     )
 
 
-_CSS = (
-    """
-body{font:14px system-ui,sans-serif;margin:0;background:#f4f4f4;color:#222}
-header{position:sticky;top:0;background:#fff;padding:8px 16px;border-bottom:1px solid #ccc;z-index:1}
-h1{font-size:18px;margin:4px 0} #count{margin:4px 0}
-input,select{font-size:14px;padding:3px} input{width:24em}
-main{display:flex;flex-wrap:wrap;gap:10px;padding:10px}
-.card{background:#fff;border:1px solid #ccc;border-left:6px solid #4a4;padding:6px;display:flex;gap:8px;
-max-width:100%}
-.card.review{border-left-color:#e80}.card.error{border-left-color:#d22}.card.not-found{border-left-color:#888}
-.card img{height:"""
-    + str(THUMB_HEIGHT_PX)
-    + """px;display:block;background:#000}
-.noimg{width:140px;text-align:center;height:"""
-    + str(THUMB_HEIGHT_PX)
-    + """px;background:#ddd;display:flex;align-items:center;
-justify-content:center;color:#666}
-h2{font-size:15px;margin:2px 0}.badge{font-size:12px;background:#eee;border-radius:4px;padding:1px 5px}
-.path{color:#666;font-size:12px;word-break:break-all;max-width:28em}.err{color:#b00;max-width:28em}
-ul{margin:2px 0;padding-left:18px;max-width:28em;color:#850}p{margin:3px 0}
-"""
+def _static(name: str) -> str:
+    return (resources.files("l3edge") / "static" / name).read_text(encoding="utf-8")
+
+
+_HELP = (
+    "Keys: <kbd>j</kbd>/<kbd>k</kbd> next/previous, <kbd>a</kbd> accept, <kbd>r</kbd> reject, "
+    "<kbd>&uarr;</kbd>/<kbd>&darr;</kbd> move the line one slice, a click on the MIP puts it on that row, "
+    "<kbd>Enter</kbd> next undecided, <kbd>u</kbd> undo, <kbd>l</kbd> next level, <kbd>/</kbd> filter, "
+    "<kbd>d</kbd> download corrections.csv, <kbd>?</kbd> this help."
 )
 
-_JS = """
-(function(){
-  var cards=[].slice.call(document.querySelectorAll('article.card'));
-  var q=document.getElementById('q'), s=document.getElementById('status');
-  var shown=document.getElementById('shown');
-  function apply(){
-    var text=q.value.trim().toLowerCase(), st=s.value, n=0;
-    cards.forEach(function(c){
-      var ok=(!st||c.dataset.status===st)&&(!text||c.dataset.text.indexOf(text)>=0);
-      c.hidden=!ok; if(ok){n++;}
-    });
-    shown.textContent=n; document.documentElement.dataset.shown=n;
-  }
-  var m=/[#&]q=([^&]*)/.exec(location.hash); if(m){q.value=decodeURIComponent(m[1]);}
-  var m2=/[#&]status=([^&]*)/.exec(location.hash); if(m2){s.value=decodeURIComponent(m2[1]);}
-  q.addEventListener('input',apply); s.addEventListener('change',apply); apply();
-  var imgs=[].slice.call(document.querySelectorAll('article img'));
-  Promise.all(imgs.map(function(i){return i.decode().then(function(){return 1;},function(){return 0;});}))
-    .then(function(r){
-      var ok=r.reduce(function(a,b){return a+b;},0);
-      var d=document.documentElement.dataset;
-      d.thumbs=ok+'/'+imgs.length;
-      if(imgs.length){var b=imgs[0].getBoundingClientRect();
-        d.firstThumb=[b.left,b.top,b.width,b.height].map(Math.round).join(',');}
-      d.ready='1';
-    });
-})();
-"""
 
-
-def render(rows: list[dict[str, Any]], images: list[tuple[str | None, str | None]], title: str) -> str:
-    """The page for ``rows`` (already sorted) and their (thumbnail src, full picture link)."""
+def render(
+    rows: list[dict[str, Any]],
+    images: list[tuple[str | None, str | None]],
+    title: str,
+    data: dict[str, Any] | None = None,
+) -> str:
+    """The page for ``rows`` (already sorted), their (thumbnail src, full picture link) and the script's data
+    (:func:`page_data`)."""
     e = html.escape
+    data = data if data is not None else page_data(rows, [None] * len(rows), "")
     counts = {k: sum(status(d) == k for d in rows) for k in STATUS_ORDER}
     summary = ", ".join(f"{counts[k]} {k}" for k in STATUS_ORDER)
     options = "".join(f'<option value="{k}">{k} ({counts[k]})</option>' for k in STATUS_ORDER)
-    cards = "\n".join(_card(d, img, link) for d, (img, link) in zip(rows, images, strict=True))
+    decisions = "".join(
+        f'<option value="{k}">{t}</option>'
+        for k, t in (
+            ("", "all decisions"),
+            ("undecided", "undecided"),
+            ("decided", "decided"),
+            ("accept", "accepted"),
+            ("correct", "corrected"),
+            ("reject", "rejected"),
+        )
+    )
+    cards = "\n".join(
+        _card(d, i, img, link) for i, (d, (img, link)) in enumerate(zip(rows, images, strict=True))
+    )
+    blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{e(title)}</h1>"
+        f"<title>{e(title)}</title><style>:root{{--thumb-h:{THUMB_HEIGHT_PX}px}}{_static('review.css')}"
+        f"</style></head><body><header><h1>{e(title)}</h1>"
         f'<p id="count"><b>{len(rows)} scans</b>: {e(summary)}. '
-        f'Showing <span id="shown">{len(rows)}</span>.</p>'
-        '<input id="q" type="search" placeholder="filter: path, status, warning, error" autofocus> '
-        f'<select id="status"><option value="">all statuses</option>{options}</select></header>'
-        f"<main>\n{cards}\n</main><script>{_JS}</script></body></html>\n"
+        f'Showing <span id="shown">{len(rows)}</span>. <b id="decided"></b><span id="msg"></span></p>'
+        '<input id="q" type="search" placeholder="filter: path, status, warning, error"> '
+        f'<select id="status"><option value="">all statuses</option>{options}</select> '
+        f'<select id="decision">{decisions}</select> level <select id="level"></select> '
+        'reviewer <input id="reviewer" placeholder="initials"> '
+        '<button id="download" type="button">download corrections.csv</button> '
+        '<label>import <input id="import" type="file" accept=".csv,text/csv"></label>'
+        f'<p id="help">{_HELP}</p></header>'
+        f"<main>\n{cards}\n</main>"
+        f'<script id="l3data" type="application/json">{blob}</script>'
+        f"<script>{_static('review.js')}</script></body></html>\n"
     )
 
 
@@ -289,9 +279,11 @@ def write_report(
         for old in thumbs_dir.glob("[0-9][0-9][0-9][0-9][0-9][0-9].jpg"):  # an earlier report's
             old.unlink()
     images: list[tuple[str | None, str | None]] = []
+    geometries: list[dict[str, Any] | None] = []
     for i, d in enumerate(rows):
-        png = _qa_file(d, src.parent)
+        png = qa_file(d, src.parent)
         jpeg = _thumbnail(png, THUMB_HEIGHT_PX) if png is not None else None
+        geometries.append(read_geometry(png) if png is not None and jpeg is not None else None)
         if png is None or jpeg is None:
             images.append((None, None))
             continue
@@ -303,7 +295,8 @@ def write_report(
             name = f"{i:06d}.jpg"
             (thumbs_dir / name).write_bytes(jpeg)
             images.append((f"{thumbs_dir.name}/{name}", link))
-    page = render(rows, images, title or f"l3edge review: {src.name}")
+    data = page_data(rows, geometries, results_key(src.name, rows))
+    page = render(rows, images, title or f"l3edge review: {src.name}", data)
     tmp = dst.with_name(dst.name + ".tmp")
     try:
         tmp.write_text(page, encoding="utf-8")

@@ -9,6 +9,11 @@ Precomputed frontal MIPs (tools/mips.py): the public L3 dataset (Kanavati et al.
     python -m tools.build_cache l3_dataset.npz --out cache/kanavati --split [--head-first | --head-last]
     python -m tools.build_cache mips.csv --out cache/mips [--png-hu-offset 1024]
 
+A reviewed cohort: the results of ``l3edge predict`` and the review page's ``corrections.csv`` (accepted and
+corrected picks label their level; rejected scans label it as not in view)::
+
+    python -m tools.build_cache --results results.jsonl --corrections corrections.csv --out cache/reviewed
+
 Synthetic phantoms without writing DICOM (how the default model's training set is made)::
 
     python -m tools.build_cache --phantoms 3000 --seed 0 --out cache/phantoms [--region-mix abdomen=3,chest=1]
@@ -30,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from l3edge.errors import L3EdgeError, UsageError
+from l3edge.errors import InputError, L3EdgeError, UsageError
 from l3edge.metadata import ModelSpace
 from l3edge.preprocess import to_model_space
 from tools.cache_writer import Progress, build_cache
@@ -91,7 +96,7 @@ def cache_record(record: ScanRecord, folder: Path, space: ModelSpace, dtype: str
         # write_phantom(fmt="nifti") leaves phantom.nii.gz next to truth.json (a DICOM phantom has none).
         nifti = sorted(path.glob("*.nii.gz")) + sorted(path.glob("*.nii"))
         path = nifti[0] if nifti else path
-    proj = read_projection(path)
+    proj = read_projection(path, series_uid=record.series_uid)
     truth = None
     if record.phantom:
         truth = json.loads((record.path / TRUTH_NAME).read_text())
@@ -272,6 +277,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "Manifest columns: see tools/mips.py",
     )
     ap.add_argument("--out", required=True, type=Path, help="cache folder (created; resumable)")
+    ap.add_argument("--results", type=Path, help="results of l3edge predict (with --corrections)")
+    ap.add_argument(
+        "--corrections", type=Path, help="corrections.csv of the review page over --results: its labels"
+    )
     ap.add_argument(
         "--phantoms", type=int, default=0, help="generate N fast phantoms instead of reading scans"
     )
@@ -334,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     from tools.data import default_space, read_index
 
     a = _args(argv)
+    info: dict[str, Any]
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format="%(message)s")
     try:
         if a.like:
@@ -341,7 +351,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             space = default_space(a.channels, a.mm_per_px, a.window[0], a.window[1], a.pad_px)
         level = a.level.upper()
-        if a.phantoms > 0:
+        if (a.results is None) != (a.corrections is None):
+            raise UsageError("--results and --corrections go together")
+        if a.results is not None:
+            if a.inputs or a.phantoms:
+                raise UsageError("--corrections builds from the reviewed scans only: no other inputs")
+            from tools.reviewed import correction_records, drop_stale
+
+            jobs = record_jobs(correction_records(a.results, a.corrections), a.out, space, a.dtype)
+            drop_stale(a.out, {j[0] for j in jobs})
+            info = {"kind": "corrections", "results": str(a.results), "corrections": str(a.corrections)}
+        elif a.phantoms > 0:
             from l3edge.phantom.config import REGIONS
 
             mix = parse_mix(a.region_mix)
@@ -349,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 bad = sorted(set(mix) - set(REGIONS))
                 raise UsageError(f"--region-mix: unknown region(s) {bad}; use {', '.join(REGIONS)}")
             jobs = phantom_jobs(a.phantoms, a.seed, mix, a.phantom_mm, level, a.out, space, a.dtype)
-            info: dict[str, Any] = {
+            info = {
                 "kind": "phantom-fast",
                 "n": a.phantoms,
                 "seed": a.seed,
@@ -371,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise UsageError("give scan lists, MIP manifests, .npz files or phantom folders, or --phantoms N")
         summary = build_cache(jobs, a.out, space, a.workers, info, progress=not a.quiet)
+        if a.results is not None and summary["failed"]:
+            failed = read_index(a.out)["failed"]
+            first = next(iter(failed.values()), "")
+            raise InputError(
+                f"{summary['failed']} reviewed scans could not be cached (see the index), first: {first}"
+            )
         wanted = {j[0] for j in jobs}
         metas = [m for m in read_index(a.out)["scans"] if m["id"] in wanted]
         oriented = [m for m in metas if "orientation" in m]

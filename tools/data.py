@@ -101,11 +101,16 @@ class ScanRecord:
     """Vertebra the label refers to."""
     phantom: bool = False
     """The folder holds a ``truth.json`` written by ``l3edge.phantom.write_phantom``: labels come from it."""
+    series_uid: str | None = None
+    """Read this DICOM series (a reviewed result's); None: the one preferred by its headers."""
+    tag: str = ""
+    """Part of the id when set (a review's decision), so that a changed label is cached anew."""
 
     @property
     def scan_id(self) -> str:
-        """Stable file-name-safe id: folder/file stem plus a hash of path and level."""
-        h = hashlib.sha1(f"{self.path.resolve()}|{self.level}".encode()).hexdigest()[:10]
+        """Stable file-name-safe id: folder/file stem plus a hash of path and level (and tag)."""
+        key = f"{self.path.resolve()}|{self.level}" + (f"|{self.tag}" if self.tag else "")
+        h = hashlib.sha1(key.encode()).hexdigest()[:10]
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.path.name)[:40] or "scan"
         return f"{stem}-{h}"
 
