@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from l3edge.phantom.body import body_shape
-from l3edge.phantom.config import PhantomConfig
+from l3edge.phantom.config import GENERATOR_VERSION, PhantomConfig
 from l3edge.phantom.levels import Spine, build_spine, slice_positions
 from l3edge.phantom.primitives import Primitive, pose
 from l3edge.phantom.skeleton import skeleton
@@ -41,6 +41,8 @@ class Truth:
     """L3 body centre even when it lies outside the scan."""
     config: dict[str, Any] = field(default_factory=dict)
     """The full PhantomConfig as a dict (reproduces the scan)."""
+    generator: str = ""
+    """Version of the generator that made the scan (config.GENERATOR_VERSION; empty: before 0.4)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -107,6 +109,7 @@ class Anatomy:
             matrix=c.matrix,
             l3_z_true_mm=round(l3, 3),
             config=cfg,
+            generator=GENERATOR_VERSION,
         )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, uniform_filter1d
 
 from l3edge.phantom.anatomy import Anatomy, Truth, build_anatomy
+from l3edge.phantom.artifacts import apply_artifacts, artifact_fields
 from l3edge.phantom.config import PhantomConfig, sample_config
 from l3edge.phantom.primitives import Capsule
 from l3edge.phantom.texture import apply_texture, texture_field
@@ -57,7 +58,8 @@ def paint_plane(anat: Anatomy, z: float) -> np.ndarray:
                 out[ra:rb, ca:cb][m] = vals[m]
             else:
                 out[ra:rb, ca:cb][m] = p.value
-    return apply_texture(out, texture_field(anat, coords, np.array([z])))
+    zs = np.array([z])
+    return apply_artifacts(apply_texture(out, texture_field(anat, coords, zs)), artifact_fields(anat, coords, zs))
 
 
 def _fov_mask(anat: Anatomy) -> np.ndarray:
@@ -173,7 +175,7 @@ def fast_projection(
         m = prim.shadow_mask(x[None, ca:cb], zz[ra:rb, None])
         sub = mip[ra:rb, ca:cb]
         np.maximum(sub, np.where(m, np.float32(prim.value), np.float32(AIR)), out=sub)
-    mip = apply_texture(mip, texture_field(anat, x, zz))
+    mip = apply_artifacts(apply_texture(mip, texture_field(anat, x, zz)), artifact_fields(anat, x, zz))
     if c.slice_thickness_mm > p:
         mip = uniform_filter1d(mip, size=max(1, int(round(c.slice_thickness_mm / p))), axis=0, mode="nearest")
     mip = mip[ext : ext + nz]

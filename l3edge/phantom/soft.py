@@ -27,6 +27,10 @@ def table(cfg: PhantomConfig, rng: np.random.Generator) -> list[Primitive]:
         Box((-hw * 0.9, top + th - 2.0, zr[0]), (hw * 0.9, top + th, zr[1]), cfg.table_shell_hu),
         Box((-hw * 0.55, top - 6.0, zr[0]), (hw * 0.55, top, zr[1]), -750.0),  # mattress
     ]
+    if cfg.table_edge_hu > 0:  # a curved table's raised sides: seen edge-on, bright lines in the MIP
+        for sg in (-1.0, 1.0):
+            x0 = sg * hw * 0.93
+            out.append(Box((min(x0, x0 + sg * 2.5), top - 30.0, zr[0]), (max(x0, x0 + sg * 2.5), top, zr[1]), cfg.table_edge_hu))
     if cfg.table_rails:
         hu = float(rng.uniform(250, 1500))
         for sg in (-1.0, 1.0):
