@@ -1,14 +1,14 @@
-"""Scanner artefacts as fields over (x, z) that commute with the frontal MIP: bright streaks and beam hardening.
+"""Scanner artefacts as (x, z) fields that commute with the frontal MIP: bright streaks and beam hardening.
 
 Inside the body (``v`` above ``BODY_FLOOR``) a value becomes ``v + add(x, z) + max(v - BONE_FLOOR, 0) *
 (gain(x, z) - 1)``; elsewhere it stays. With ``add >= 0`` and ``0 < gain <= 1`` the map is non-decreasing in
 ``v`` for fixed (x, z), so painting it into every axial plane (full path) and applying it to the painted MIP
 (fast path) give the same frontal MIP, as for the bone texture (texture.py).
 
-- Streaks (``streaks``, ``streak_hu``): a few slices carry bright bands across the body, as photon starvation
-  and metal or dense contrast leave them; in a frontal MIP each is a bright horizontal line a slice thick.
-- Beam hardening (``beam_hardening``): bone at the centre of the trunk reads lower than at its sides (cupping),
-  strongest in thick patients.
+- Streaks (``streaks``, ``streak_hu``): a few slices carry bright bands across the body, as photon
+  starvation and metal or dense contrast leave them; in a frontal MIP each is a bright line a slice thick.
+- Beam hardening (``beam_hardening``): bone at the centre of the trunk reads lower than at its sides
+  (cupping), strongest in thick patients.
 """
 
 from __future__ import annotations

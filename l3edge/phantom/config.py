@@ -344,7 +344,8 @@ def _sample_realism(cfg: PhantomConfig, rng: np.random.Generator, spine_drawn: b
     streaks = int(rng.integers(1, 7)) if rng.random() < 0.3 else 0
     cut = rng.random() < 0.5 and region in ("l3_top", "l3_bottom")
     level = str(rng.choice(CUT_LEVELS))
-    frac = float(rng.uniform(0.1, 0.9))
+    # the half of L2 or L4 nearer L3, anywhere in L3: the edge stays within ~40 mm of the L3 centre
+    frac = float(rng.uniform(*{"L2": (0.4, 0.9), "L3": (0.1, 0.9), "L4": (0.1, 0.6)}[level]))
     spine_fov = float(rng.uniform(130, 180))
     new = dataclasses.replace(
         cfg,

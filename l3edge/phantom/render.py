@@ -59,7 +59,8 @@ def paint_plane(anat: Anatomy, z: float) -> np.ndarray:
             else:
                 out[ra:rb, ca:cb][m] = p.value
     zs = np.array([z])
-    return apply_artifacts(apply_texture(out, texture_field(anat, coords, zs)), artifact_fields(anat, coords, zs))
+    out = apply_texture(out, texture_field(anat, coords, zs))
+    return apply_artifacts(out, artifact_fields(anat, coords, zs))
 
 
 def _fov_mask(anat: Anatomy) -> np.ndarray:
