@@ -196,8 +196,12 @@ def scan_range(cfg: PhantomConfig, spine: Spine) -> tuple[float, float]:
     return float(bottom), float(top)
 
 
-def slice_positions(cfg: PhantomConfig, spine: Spine) -> np.ndarray:
-    """Slice centre z, superior first, spaced ``slice_spacing_mm`` from the top of the scan range."""
+def slice_positions(cfg: PhantomConfig, spine: Spine, top_limit: float | None = None) -> np.ndarray:
+    """Slice centre z, superior first, spaced ``slice_spacing_mm`` from the top of the scan range (lowered to
+    ``top_limit`` when given, keeping at least 60 mm of scan)."""
     lo, hi = scan_range(cfg, spine)
+    if top_limit is not None and top_limit < hi:
+        hi = top_limit
+        lo = min(lo, hi - 60.0)
     n = int(np.floor((hi - lo) / cfg.slice_spacing_mm + 1e-6)) + 1
     return hi - cfg.slice_spacing_mm * np.arange(n, dtype=np.float64)

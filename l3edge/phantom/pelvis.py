@@ -53,7 +53,7 @@ def pelvis(
     crest = crest_top_z(spine, cfg)
     out: list[Primitive] = []
     metal: list[Primitive] = []
-    wing_hu = cortex * float(rng.uniform(0.26, 0.42))  # thin shell: much dimmer than its rims in a real MIP
+    wing_hu = cortex * float(rng.uniform(0.3, 0.6))  # thin shell: much dimmer than its rims in a real MIP
     for sg in (-1.0, 1.0):
         side = "left" if sg > 0 else "right"
         joint = (x + sg * 45 * pw, ys + 15 * s, z1 - 35 * s)

@@ -18,7 +18,7 @@ from scipy.ndimage import gaussian_filter, uniform_filter1d
 from l3edge.phantom.anatomy import Anatomy, Truth, build_anatomy
 from l3edge.phantom.artifacts import apply_artifacts, artifact_fields
 from l3edge.phantom.config import PhantomConfig, sample_config
-from l3edge.phantom.primitives import Capsule
+from l3edge.phantom.primitives import Box, Capsule, Primitive, Tube
 from l3edge.phantom.texture import apply_texture, texture_field
 from l3edge.series import Projection
 
@@ -140,6 +140,23 @@ def project_full(config: PhantomConfig) -> Projection:
     return Projection(np.asarray(rows, dtype=np.float32), np.asarray(zs), config.pixel_spacing_mm)
 
 
+def in_fov(prim: Primitive, radius: float) -> bool:
+    """False only if ``prim`` lies wholly outside the FOV cylinder x^2 + y^2 <= radius^2 (conservative: its
+    axis-aligned (x, y) extent, or for a capsule the distance of its axis from the centre)."""
+    if isinstance(prim, Capsule):
+        a, b = np.asarray(prim.p0[:2]), np.asarray(prim.p1[:2])
+        d = b - a
+        t = float(np.clip(-(a @ d) / max(float(d @ d), 1e-12), 0.0, 1.0))
+        return float(np.hypot(*(a + t * d))) <= radius + prim.r
+    if isinstance(prim, Box):
+        rects = [(prim.lo[0], prim.hi[0], prim.lo[1], prim.hi[1])]
+    elif isinstance(prim, Tube):
+        rects = [prim.xy_bounds(float(k[0])) for k in prim.knots]
+    else:
+        rects = [prim.xy_bounds(0.0)]
+    return any(np.hypot(np.clip(0.0, x0, x1), np.clip(0.0, y0, y1)) <= radius for x0, x1, y0, y1 in rects)
+
+
 def fast_projection(
     seed_or_config: int | PhantomConfig,
     mm_per_px: float = 2.0,
@@ -163,9 +180,11 @@ def fast_projection(
     ext = int(np.ceil(c.slice_thickness_mm / p / 2)) + 1
     zz = hi + p * ext - p * np.arange(nz + 2 * ext)
     mip = np.full((zz.size, ncol), AIR, dtype=np.float32)
-    # max is order-free: capsules in one vectorised batch, the other primitives one by one
-    _shadow_capsules([q for q in anat.primitives if isinstance(q, Capsule)], x, zz, p, mip)
-    for prim in anat.primitives:
+    # max is order-free: capsules in one vectorised batch, the other primitives one by one; primitives wholly
+    # outside the circular field of view (a small, off-centre FOV: a lumbar spine CT) are not reconstructed
+    prims = [q for q in anat.primitives if in_fov(q, anat.fov_radius_mm)]
+    _shadow_capsules([q for q in prims if isinstance(q, Capsule)], x, zz, p, mip)
+    for prim in prims:
         if isinstance(prim, Capsule):
             continue
         x0, x1, z0, z1 = prim.xz_bounds()

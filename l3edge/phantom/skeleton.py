@@ -260,8 +260,14 @@ def _hardware(spine: Spine, cfg: PhantomConfig) -> list[Primitive]:
     return out
 
 
-def skeleton(spine: Spine, body: BodyShape, cfg: PhantomConfig, rng: np.random.Generator) -> list[Primitive]:
-    """All bone and metal primitives, painted after the soft tissue."""
+def skeleton(
+    spine: Spine,
+    body: BodyShape,
+    cfg: PhantomConfig,
+    rng: np.random.Generator,
+    ribs_out: list[Primitive] | None = None,
+) -> list[Primitive]:
+    """All bone and metal primitives, painted after the soft tissue (the ribs also into ``ribs_out``)."""
     dens = min(cfg.bone_density, 1.15)
     cortex = cfg.cortical_hu * (0.55 + 0.45 * dens)
     canc = cfg.cancellous_hu * dens
@@ -275,7 +281,10 @@ def skeleton(spine: Spine, body: BodyShape, cfg: PhantomConfig, rng: np.random.G
         out += _vertebra(lv, levels[i + 1], cfg, cortex * j, canc * j, vr)
     out += _osteophytes(spine, cfg, cortex, vr)
     out += _sacrum(spine, cfg, cortex, canc)
-    out += rib_cage(spine, body, cfg, cortex, rng)
+    ribs = rib_cage(spine, body, cfg, cortex, rng)
+    out += ribs
+    if ribs_out is not None:
+        ribs_out += ribs
     out += _arms(body, cfg, cortex, canc)
     out += pelvis(spine, cfg, cortex, canc, rng)
     out += _head(spine, cfg, cortex)
