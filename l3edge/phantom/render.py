@@ -23,6 +23,9 @@ from l3edge.phantom.texture import apply_texture, texture_field
 from l3edge.series import Projection
 
 AIR, OUTSIDE_FOV = -1000.0, -1024.0
+SMALL_FOV_MM = 150.0
+"""The fast path culls primitives outside the circular FOV only below this radius (a spine CT); a larger
+FOV holds the trunk, and its column mask is enough."""
 NOISE_CORR_PX = 0.8
 """Gaussian correlation length of the noise (pixels)."""
 NOISE_MAX_FACTOR = 1.1
@@ -140,21 +143,32 @@ def project_full(config: PhantomConfig) -> Projection:
     return Projection(np.asarray(rows, dtype=np.float32), np.asarray(zs), config.pixel_spacing_mm)
 
 
-def in_fov(prim: Primitive, radius: float) -> bool:
-    """False only if ``prim`` lies wholly outside the FOV cylinder x^2 + y^2 <= radius^2 (conservative: its
-    axis-aligned (x, y) extent, or for a capsule the distance of its axis from the centre)."""
-    if isinstance(prim, Capsule):
-        a, b = np.asarray(prim.p0[:2]), np.asarray(prim.p1[:2])
-        d = b - a
-        t = float(np.clip(-(a @ d) / max(float(d @ d), 1e-12), 0.0, 1.0))
-        return float(np.hypot(*(a + t * d))) <= radius + prim.r
-    if isinstance(prim, Box):
-        rects = [(prim.lo[0], prim.hi[0], prim.lo[1], prim.hi[1])]
-    elif isinstance(prim, Tube):
-        rects = [prim.xy_bounds(float(k[0])) for k in prim.knots]
-    else:
-        rects = [prim.xy_bounds(0.0)]
-    return any(np.hypot(np.clip(0.0, x0, x1), np.clip(0.0, y0, y1)) <= radius for x0, x1, y0, y1 in rects)
+def in_fov(prims: list[Primitive] | tuple[Primitive, ...], radius: float) -> list[Primitive]:
+    """``prims`` less those wholly outside the FOV cylinder x^2 + y^2 <= radius^2 (conservative: a capsule by
+    the distance of its axis from the centre, anything else by its axis-aligned (x, y) extent)."""
+    caps = [i for i, q in enumerate(prims) if isinstance(q, Capsule)]
+    keep = np.ones(len(prims), dtype=bool)
+    if caps:
+        a = np.array([prims[i].p0[:2] for i in caps])  # type: ignore[union-attr]
+        d = np.array([prims[i].p1[:2] for i in caps]) - a  # type: ignore[union-attr]
+        r = np.array([prims[i].r for i in caps])  # type: ignore[union-attr]
+        t = np.clip(-(a * d).sum(1) / np.maximum((d * d).sum(1), 1e-12), 0.0, 1.0)
+        keep[caps] = np.hypot(*(a + t[:, None] * d).T) <= radius + r
+    for i, q in enumerate(prims):
+        if isinstance(q, Capsule):
+            continue
+        if isinstance(q, Tube):
+            k = np.asarray(q.knots)
+            hx, hy = q._half(k[:, 3], k[:, 4])
+            lo, hi = np.stack([k[:, 1] - hx, k[:, 2] - hy], 1), np.stack([k[:, 1] + hx, k[:, 2] + hy], 1)
+        elif isinstance(q, Box):
+            lo, hi = np.array([q.lo[:2]]), np.array([q.hi[:2]])
+        else:
+            x0, x1, y0, y1 = q.xy_bounds(0.0)
+            lo, hi = np.array([[x0, y0]]), np.array([[x1, y1]])
+        near = np.clip(0.0, lo, hi)  # the point of each (x, y) rectangle nearest the FOV centre
+        keep[i] = bool((np.hypot(near[:, 0], near[:, 1]) <= radius).any())
+    return [q for q, k in zip(prims, keep, strict=True) if k]
 
 
 def fast_projection(
@@ -180,9 +194,11 @@ def fast_projection(
     ext = int(np.ceil(c.slice_thickness_mm / p / 2)) + 1
     zz = hi + p * ext - p * np.arange(nz + 2 * ext)
     mip = np.full((zz.size, ncol), AIR, dtype=np.float32)
-    # max is order-free: capsules in one vectorised batch, the other primitives one by one; primitives wholly
-    # outside the circular field of view (a small, off-centre FOV: a lumbar spine CT) are not reconstructed
-    prims = [q for q in anat.primitives if in_fov(q, anat.fov_radius_mm)]
+    # max is order-free: capsules in one vectorised batch, the other primitives one by one; in a small FOV
+    # (a lumbar spine CT) primitives wholly outside its circle are not reconstructed
+    prims = (
+        in_fov(anat.primitives, r_fov) if (r_fov := anat.fov_radius_mm) < SMALL_FOV_MM else anat.primitives
+    )
     _shadow_capsules([q for q in prims if isinstance(q, Capsule)], x, zz, p, mip)
     for prim in prims:
         if isinstance(prim, Capsule):
