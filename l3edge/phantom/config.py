@@ -21,7 +21,8 @@ REGIONS = ("abdomen", "cap", "wholebody", "chest", "l3_top", "l3_bottom", "spine
 """Scan ranges: abdomen-pelvis, chest-abdomen-pelvis, skull base to mid thigh, chest only (L3 never in view),
 abdomen scans whose top (``l3_top``) or bottom (``l3_bottom``) edge lies near the L3 centre (sometimes
 just past it, so L3 may be out of view), and a lumbar spine CT (``spine``: a 130-180 mm field of view centred
-on the spine, about L1 to S1, with neither ribs nor iliac wings in view)."""
+on the spine, from just below the last rib in that field (mostly in L2; in 10% of seeds below the L3 centre)
+to about the top of the sacrum, so no rib is in view)."""
 
 _REGION_WEIGHTS = (0.34, 0.2, 0.1, 0.12, 0.12, 0.12)
 """Of the first six regions; ``spine`` is drawn on its own stream (``_SPINE_P``) so the others' draws stay."""
