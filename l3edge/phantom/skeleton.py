@@ -40,8 +40,19 @@ def _vertebra(
     # Shell (AP walls dimmer than the endplates and lateral margins, as in real MIPs), cancellous core.
     waist = float(rng.uniform(0.88, 0.96))
     shell = cortex * float(rng.uniform(0.5, 0.7))  # a thin shell: dimmer than endplates and margins
-    out.append(Tube(((zb, x, y, w, d), (zc, x, y, waist * w, 0.95 * d), (zt, x, y, w, d)), shell))
-    e = min(1.6, 0.12 * h)
+    e, rc = min(1.6, 0.12 * h), min(2.5, 0.15 * h)  # endplate thickness, rounding of the body's corners
+    out.append(
+        Tube(
+            (
+                (zb, x, y, w - rc, d - rc),
+                (zb + rc, x, y, w, d),
+                (zc, x, y, waist * w, 0.95 * d),
+                (zt - rc, x, y, w, d),
+                (zt, x, y, w - rc, d - rc),
+            ),
+            shell,
+        )
+    )
     out.append(
         Tube(
             (
@@ -53,7 +64,7 @@ def _vertebra(
         )
     )
     for z0, z1 in ((zb, zb + e), (zt - e, zt)):
-        out.append(Tube(((z0, x, y, w - 0.5, d - 0.5), (z1, x, y, w - 0.5, d - 0.5)), 0.88 * cortex))
+        out.append(Tube(((z0, x, y, w - rc, d - rc), (z1, x, y, w - rc, d - rc)), 0.88 * cortex))
     for sg in (-1.0, 1.0):
         out.append(Capsule((x + sg * (w - 1.2), y, zb + 2), (x + sg * (waist * w - 1.2), y, zc), 1.2, cortex))
         out.append(Capsule((x + sg * (waist * w - 1.2), y, zc), (x + sg * (w - 1.2), y, zt - 2), 1.2, cortex))
