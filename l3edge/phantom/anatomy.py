@@ -122,21 +122,19 @@ def build_anatomy(config: PhantomConfig) -> Anatomy:
     body = body_shape(config, spine)
     ribs: list[Primitive] = []
     patient = soft_tissue(spine, body, config, rng) + skeleton(spine, body, config, rng, ribs)
+    rib_ids = {id(p) for p in ribs}
+    is_rib = [id(p) in rib_ids for p in patient]
     if config.rotation_deg or config.lean_deg:
         l3 = spine.by_name("L3")
         angle, shear = np.radians(config.rotation_deg), float(np.tan(np.radians(config.lean_deg)))
-        rib_ids = {id(p) for p in ribs}
-        moved = [(pose(p, angle, (l3.x, l3.y), shear, l3.z_center), id(p) in rib_ids) for p in patient]
-        patient = [p for p, _ in moved]
-        ribs = [p for p, is_rib in moved if is_rib]
+        patient = [pose(p, angle, (l3.x, l3.y), shear, l3.z_center) for p in patient]
     prims: list[Primitive] = table(config, rng) + patient
     zr = np.array([p.z_range for p in prims], dtype=np.float64)
+    n0 = len(prims) - len(patient)
+    rib_index = tuple(n0 + i for i, r in enumerate(is_rib) if r)
     top = None
     if config.region == "spine" and config.scan_z_range is None:
-        top = _below_ribs(ribs, 0.5 * config.matrix * config.pixel_spacing_mm)
-    n0 = len(prims) - len(patient)
-    rib_ids = {id(p) for p in ribs}
-    rib_index = tuple(n0 + i for i, p in enumerate(patient) if id(p) in rib_ids)
+        top = _below_ribs([prims[i] for i in rib_index], 0.5 * config.matrix * config.pixel_spacing_mm)
     zs = slice_positions(config, spine, top)
     return Anatomy(config, spine, tuple(prims), zr[:, 0], zr[:, 1], zs, rib_index)
 

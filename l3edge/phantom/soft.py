@@ -73,8 +73,8 @@ def soft_tissue(
     s, n = cfg.skeleton_scale, cfg.n_ribs
     iv, oral = cfg.iv_contrast, cfg.oral_contrast
     phase = cfg.contrast_phase if iv else "none"
-    hu = phase_hu(cfg, np.random.default_rng([cfg.detail_seed, 59]))
-    aorta_hu, vein_hu, kidney_hu = hu
+    enh = phase_hu(cfg, np.random.default_rng([cfg.detail_seed, 59]))
+    aorta_hu, vein_hu, kidney_hu = enh
     liver_hu = {"arterial": 75.0, "portal": float(rng.uniform(100, 150)), "delayed": 90.0}.get(phase, 55.0)
     pitch = 33.0 * s  # a lumbar vertebra and its disc: the unit of the organs' shifts
     zf = spine.z_femoral_head
@@ -203,7 +203,7 @@ def soft_tissue(
             k_rng = np.random.default_rng([cfg.detail_seed, 41, int(sg > 0)])
             out += _vessel_tree(hil, (20 * s, 16 * s, 40 * s), aorta_hu, k_rng, depth=2)
     # great vessels (vessels.py), then small mesenteric branches
-    vessels, ao = great_vessels(spine, cfg, hu, kidneys, hilum, spleen)
+    vessels, ao = great_vessels(spine, cfg, enh, kidneys, hilum, spleen)
     out += vessels
     if iv:
         for _ in range(int(rng.integers(10, 25))):

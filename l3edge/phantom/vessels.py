@@ -52,7 +52,7 @@ def great_vessels(
     tl = lv(f"T{cfg.n_ribs}")
     off = cfg.aorta_offset_mm * s
     ao = [(v.x + off, v.y - v.half_depth - 13 * s, v.z_center) for v in tl_lv if v.z_center >= l4.z_center]
-    out: list[Primitive] = chain(ao, 11 * s, art)
+    out: list[Primitive] = [*chain(ao, 11 * s, art)]
     ivc = [
         (v.x - (16 + 0.5 * cfg.aorta_offset_mm) * s, v.y - v.half_depth - 10 * s, v.z_center)
         for v in tl_lv
