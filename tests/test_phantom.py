@@ -325,6 +325,8 @@ def test_new_options_leave_the_truth_alone() -> None:
     assert not top.l3_in_view and top.vertebrae["L4"]["in_view"] is False and top.vertebrae["L5"]["in_view"]
     with pytest.raises(UsageError):
         fast_projection(8, 4.0, region="abdomen", cut_level="L7")
+    with pytest.raises(UsageError):
+        fast_projection(8, 4.0, region="abdomen", cut_level="L3", cut_end="middle")
 
 
 def test_new_variety_is_deterministic_by_seed() -> None:

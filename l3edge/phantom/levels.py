@@ -188,6 +188,8 @@ def scan_range(cfg: PhantomConfig, spine: Spine) -> tuple[float, float]:
             cut = spine.by_name(cfg.cut_level)
         except KeyError:
             raise UsageError(f"cut_level {cfg.cut_level!r} is not a level of this spine") from None
+        if cfg.cut_end not in ("top", "bottom"):
+            raise UsageError(f"cut_end must be 'top' or 'bottom', not {cfg.cut_end!r}")
         z_cut = cut.z_top - float(np.clip(cfg.cut_frac, 0.0, 1.0)) * cut.height
         if cfg.cut_end == "top":  # keep at least 50 mm of scan below the cut
             top, bottom = z_cut, min(bottom, z_cut - 50.0)
