@@ -4,7 +4,9 @@ Each row: a real MIP (the L3 scans of ``../shared/data/real_dev`` read through l
 two pictures of ``../shared/data/real_mip_reference``, whose 8-bit values are mapped back to HU), then
 phantoms whose scan covers about the same levels. Every tile is in the model space of the bundled model
 (4 mm/px, 64 columns = 256 mm, the [100, 1500] HU bone window), enlarged 3x without smoothing, so what the
-network cannot see is not shown either. Red ticks: the phantoms' T12, L1, L3 and S1 (truth).
+network cannot see is not shown either. Red ticks: the phantoms' T12, L1, L3 and S1 (truth). The last row
+forces generator 0.4's new options (``EXTRAS``): a lumbar spine CT, contrast over the spine, a scan cut
+through L3, streaks and beam hardening.
 
     python -m tools.phantom_gallery --out docs/phantom_gallery.png [--seed 0] [--per-row 4]
 """
