@@ -22,7 +22,7 @@ from l3edge.phantom import (
     sample_config,
     write_phantom,
 )
-from l3edge.phantom.render import paint_plane
+from l3edge.phantom.render import paint_plane, render_slice
 from l3edge.preprocess import to_model_space
 
 SMALL = {"matrix": 128, "pixel_spacing_mm": 3.2, "slice_spacing_mm": 5.0, "slice_thickness_mm": 5.0}
@@ -40,7 +40,7 @@ def _model_space(proj) -> tuple[np.ndarray, float]:
 def test_sampling_is_deterministic_and_covers_regions() -> None:
     assert sample_config(5) == sample_config(5)
     assert sample_config(5) != sample_config(6)
-    assert {sample_config(s).region for s in range(60)} == set(REGIONS)
+    assert {sample_config(s).region for s in range(100)} == set(REGIONS)
     a, ta = fast_projection(7)
     b, tb = fast_projection(7)
     np.testing.assert_array_equal(a.mip_hu, b.mip_hu)
@@ -90,7 +90,7 @@ def test_truth_matches_the_volume() -> None:
     ],
 )
 def test_every_variant_can_be_forced(override, label, check) -> None:
-    proj, truth = fast_projection(3, 4.0, region="cap", **override)
+    proj, truth = fast_projection(3, 4.0, region="cap", beam_hardening=0.0, **override)  # BH dims metal
     assert label in truth.variants
     if check is not None:
         assert check(truth)
@@ -182,8 +182,10 @@ def test_dicom_and_nifti_round_trip(tmp_path) -> None:
     assert pd.col_spacing_mm == pytest.approx(3.2) and pn.col_spacing_mm == pytest.approx(3.2, abs=1e-5)
 
 
-@pytest.mark.parametrize("seed", [21, 22])
-def test_fast_path_matches_full_render(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "extra"), [(21, {}), (22, {}), (23, {"streaks": 4, "streak_hu": 300.0, "beam_hardening": 0.2})]
+)
+def test_fast_path_matches_full_render(seed: int, extra: dict) -> None:
     base = sample_config(
         seed,
         "abdomen",
@@ -193,6 +195,7 @@ def test_fast_path_matches_full_render(seed: int) -> None:
         slice_thickness_mm=2.5,
         noise_sd_hu=0.0,
         iv_contrast=True,
+        **extra,
     )
     lv = build_anatomy(base).spine.by_name("L3")
     cfg = base.with_overrides(scan_z_range=(lv.z_center - 120, lv.z_center + 120))
@@ -208,3 +211,143 @@ def test_runtime_side_never_imports_torch() -> None:
 
     code = "import sys, l3edge.phantom as p; p.fast_projection(0, 4.0); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- generator 0.4: realism where the real scans were missed ---
+
+QUIET = {"noise_sd_hu": 0.0, "streaks": 0, "beam_hardening": 0.0, "rotation_deg": 0.0, "lean_deg": 0.0}
+
+
+def _col(proj, x_mm: float) -> int:
+    n = proj.mip_hu.shape[1]
+    return int(np.argmin(np.abs((np.arange(n) - (n - 1) / 2) * proj.col_spacing_mm - x_mm)))
+
+
+def _row(proj, z_mm: float) -> int:
+    return int(np.argmin(np.abs(proj.z_mm - z_mm)))
+
+
+def test_generator_version_is_recorded() -> None:
+    from l3edge.phantom import GENERATOR_VERSION
+
+    assert GENERATOR_VERSION == "0.4"
+    assert fast_projection(2, 4.0)[1].generator == "0.4"
+    old = fast_projection(2, 4.0)[1].to_dict()
+    del old["generator"]  # a truth.json written before 0.4
+    assert Truth.from_dict(old).generator == ""
+
+
+@pytest.mark.parametrize("seed", [0, 5, 12])
+def test_iliac_wing_is_a_shell_with_a_bright_rim(seed: int) -> None:
+    from l3edge.phantom.pelvis import crest_top_z
+
+    cfg = sample_config(seed, "abdomen", crest_asym_mm=0.0, **QUIET)
+    anat = build_anatomy(cfg)
+    proj, _ = fast_projection(cfg, 2.0)
+    s1 = anat.spine.by_name("S1")
+    pw = cfg.skeleton_scale * cfg.pelvis_width * (0.9 + 0.1 * cfg.body_width_scale)
+    top = crest_top_z(anat.spine, cfg)
+    for sg in (-1.0, 1.0):
+        col = proj.mip_hu[:, _col(proj, s1.x + sg * 85 * pw)]
+        rim = col[_row(proj, top + 2) : _row(proj, top - 12)].max()
+        interior = np.median(col[_row(proj, top - 25) : _row(proj, top - 45)])
+        assert rim > 1.4 * interior and interior > 150, (rim, interior)
+
+
+def test_contrast_fills_the_disc_gaps_over_the_spine() -> None:
+    gaps = {}
+    for phase in ("none", "portal", "arterial"):
+        kw = {"iv_contrast": phase != "none", "contrast_phase": phase if phase != "none" else "portal"}
+        cfg = sample_config(17, "abdomen", aorta_offset_mm=4.0, contrast_scale=1.0, **QUIET, **kw)
+        anat = build_anatomy(cfg)
+        proj, t = fast_projection(cfg, 2.0)
+        l2 = anat.spine.by_name("L2")
+        r = _row(proj, 0.5 * (t.vertebrae["L2"]["z_bottom"] + t.vertebrae["L3"]["z_top"]))
+        cols = slice(_col(proj, l2.x - 0.5 * l2.half_width), _col(proj, l2.x + 0.5 * l2.half_width) + 1)
+        gaps[phase] = float(np.median(proj.mip_hu[r, cols]))
+    assert gaps["none"] < 110  # a dark disc gap without contrast
+    assert gaps["portal"] > gaps["none"] + 40 and gaps["arterial"] > gaps["portal"] + 30, gaps
+
+
+def _shadow_hits(prims, x: np.ndarray, z: np.ndarray) -> bool:
+    X, Z = np.meshgrid(x, z)
+    return any(bool(p.shadow_mask(X, Z).any()) for p in prims)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_spine_region_is_a_narrow_field_without_ribs(seed: int) -> None:
+    import dataclasses
+
+    small = {"matrix": 128, "slice_spacing_mm": 3.0, "slice_thickness_mm": 3.0, "noise_sd_hu": 0.0}
+    cfg = sample_config(seed, "spine")
+    fov = cfg.matrix * cfg.pixel_spacing_mm
+    assert 130 <= fov <= 180
+    cfg = cfg.with_overrides(pixel_spacing_mm=fov / 128, **small)
+    anat = build_anatomy(cfg)
+    l3 = anat.spine.by_name("L3")
+    assert abs(l3.x) < 20 and abs(l3.y) < 25  # the reconstruction is centred on the spine
+    t = anat.truth()
+    assert t.l3_in_view and t.vertebrae["L4"]["in_view"] and not t.vertebrae["T12"]["in_view"]
+    assert anat.rib_index  # the patient has ribs, only not in this field of view
+    ribless = set(anat.rib_index)
+    prims = tuple(p for i, p in enumerate(anat.primitives) if i not in ribless)
+    keep = [i for i in range(len(anat.primitives)) if i not in ribless]
+    no_ribs = dataclasses.replace(anat, primitives=prims, z_lo=anat.z_lo[keep], z_hi=anat.z_hi[keep])
+    for z in anat.slice_z[:: max(1, anat.slice_z.size // 12)]:  # full render: the exact circular FOV
+        np.testing.assert_array_equal(render_slice(anat, float(z)), render_slice(no_ribs, float(z)))
+    fast, _ = fast_projection(cfg, 2.0)
+    assert fast.mip_hu.shape[1] * 2.0 <= fov + 2.0
+
+
+def test_new_options_leave_the_truth_alone() -> None:
+    base = fast_projection(8, 4.0, region="abdomen")[1]
+    forced = {
+        "streaks": 6,
+        "streak_hu": 400.0,
+        "beam_hardening": 0.25,
+        "table_edge_hu": 600.0,
+        "contrast_scale": 1.4,
+        "aorta_offset_mm": 0.0,
+        "iv_contrast": True,
+        "contrast_phase": "arterial",
+    }
+    t = fast_projection(8, 4.0, region="abdomen", **forced)[1]
+    assert t.vertebrae == base.vertebrae and t.l3_z_mm == base.l3_z_mm
+    assert t.scan_z_range == base.scan_z_range
+    cut = fast_projection(8, 4.0, region="abdomen", cut_level="L3", cut_end="bottom", cut_frac=0.3)[1]
+    zs = {k: (v["z_top"], v["z_bottom"]) for k, v in cut.vertebrae.items()}
+    assert zs == {k: (v["z_top"], v["z_bottom"]) for k, v in base.vertebrae.items()}
+    l3 = base.vertebrae["L3"]
+    z_cut = l3["z_top"] - 0.3 * (l3["z_top"] - l3["z_bottom"])
+    assert 0 <= cut.scan_z_range[0] - z_cut < cut.slice_spacing_mm + 1e-3  # the last slice at the cut
+    assert not cut.l3_in_view and cut.vertebrae["L2"]["in_view"] and "cut_bottom_L3" in cut.variants
+    top = fast_projection(8, 4.0, region="abdomen", cut_level="L4", cut_end="top", cut_frac=0.6)[1]
+    assert not top.l3_in_view and top.vertebrae["L4"]["in_view"] is False and top.vertebrae["L5"]["in_view"]
+    with pytest.raises(UsageError):
+        fast_projection(8, 4.0, region="abdomen", cut_level="L7")
+    with pytest.raises(UsageError):
+        fast_projection(8, 4.0, region="abdomen", cut_level="L3", cut_end="middle")
+
+
+def test_new_variety_is_deterministic_by_seed() -> None:
+    for s in (67, 125):  # drawn as lumbar spine CTs
+        assert sample_config(s).region == "spine" and sample_config(s) == sample_config(s)
+        a, b = fast_projection(s, 2.0)[0], fast_projection(s, 2.0)[0]
+        np.testing.assert_array_equal(a.mip_hu, b.mip_hu)
+    drawn = [sample_config(s) for s in range(200)]
+    assert any(c.streaks for c in drawn) and any(c.beam_hardening > 0 for c in drawn)
+    assert any(c.cut_level for c in drawn) and any(c.table_edge_hu > 0 for c in drawn)
+    assert len({round(c.contrast_scale, 3) for c in drawn}) > 100
+
+
+def test_streaks_and_beam_hardening_show_in_the_mip() -> None:
+    cfg = sample_config(4, "abdomen", **QUIET)
+    plain = fast_projection(cfg, 2.0)[0].mip_hu
+    streaky = fast_projection(cfg.with_overrides(streaks=4, streak_hu=300.0), 2.0)[0].mip_hu
+    rows = (streaky - plain).max(axis=1)
+    assert 1 <= int((rows > 100).sum()) <= 4 * 8 and float((streaky - plain).min()) >= -1e-3
+    hard = fast_projection(cfg.with_overrides(beam_hardening=0.25), 2.0)[0]
+    anat = build_anatomy(cfg)
+    l3 = anat.spine.by_name("L3")
+    r, c = _row(hard, l3.z_center), _col(hard, l3.x)
+    assert hard.mip_hu[r, c] < plain[r, c] - 50  # the spine at the centre of the body loses HU

@@ -4,7 +4,9 @@ Each row: a real MIP (the L3 scans of ``../shared/data/real_dev`` read through l
 two pictures of ``../shared/data/real_mip_reference``, whose 8-bit values are mapped back to HU), then
 phantoms whose scan covers about the same levels. Every tile is in the model space of the bundled model
 (4 mm/px, 64 columns = 256 mm, the [100, 1500] HU bone window), enlarged 3x without smoothing, so what the
-network cannot see is not shown either. Red ticks: the phantoms' T12, L1, L3 and S1 (truth).
+network cannot see is not shown either. Red ticks: the phantoms' T12, L1, L3 and S1 (truth). The last row
+forces generator 0.4's new options (``EXTRAS``): a lumbar spine CT, contrast over the spine, a scan cut
+through L3, streaks and beam hardening.
 
     python -m tools.phantom_gallery --out docs/phantom_gallery.png [--seed 0] [--per-row 4]
 """
@@ -71,8 +73,22 @@ def real_tiles() -> list[tuple[Image.Image, str]]:
     return out
 
 
-def phantom_tile(seed: int, region: str) -> Image.Image:
-    proj, truth = fast_projection(seed, mm_per_px=2.0, region=region)
+EXTRAS: tuple[tuple[str, dict[str, object]], ...] = (
+    ("spine", {}),
+    (
+        "abdomen",
+        {"iv_contrast": True, "contrast_phase": "portal", "contrast_scale": 1.4, "aorta_offset_mm": 2.0},
+    ),
+    ("abdomen", {"iv_contrast": True, "contrast_phase": "arterial", "contrast_scale": 1.3}),
+    ("l3_bottom", {"cut_level": "L3", "cut_end": "bottom", "cut_frac": 0.5, "table_edge_hu": 500.0}),
+    ("cap", {"streaks": 5, "streak_hu": 350.0, "beam_hardening": 0.22}),
+)
+"""The last row: generator 0.4's new options, forced (a lumbar spine CT, contrast over the spine, a scan cut
+through L3 with a curved table, streaks and beam hardening)."""
+
+
+def phantom_tile(seed: int, region: str, **overrides: object) -> Image.Image:
+    proj, truth = fast_projection(seed, mm_per_px=2.0, region=region, **overrides)
     img, grid = to_model_space(proj.mip_hu, proj.z_mm, proj.col_spacing_mm, default_space(pad_px=0))
     img01 = np.clip((img - 100.0) / 1400.0, 0, 1)
     marks = [
@@ -98,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             tiles.append(phantom_tile(seed, region))
             seed += 1
         rows.append(tiles)
+    rows.append([phantom_tile(seed + i, region, **kw) for i, (region, kw) in enumerate(EXTRAS)])
     width = max(sum(t.width for t in r) + 6 * len(r) for r in rows)
     height = sum(max(t.height for t in r) + 6 for r in rows)
     sheet = Image.new("RGB", (width, height), (40, 40, 40))

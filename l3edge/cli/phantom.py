@@ -26,6 +26,7 @@ class Region(str, Enum):
     cap = "cap"
     wholebody = "wholebody"
     chest = "chest"
+    spine = "spine"
 
 
 def _truth_summary(truth: Truth) -> str:

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from l3edge.phantom.body import body_shape
-from l3edge.phantom.config import PhantomConfig
+from l3edge.phantom.config import GENERATOR_VERSION, PhantomConfig
 from l3edge.phantom.levels import Spine, build_spine, slice_positions
-from l3edge.phantom.primitives import Primitive, pose
+from l3edge.phantom.primitives import Capsule, Primitive, pose
 from l3edge.phantom.skeleton import skeleton
 from l3edge.phantom.soft import soft_tissue, table
 
@@ -41,6 +41,8 @@ class Truth:
     """L3 body centre even when it lies outside the scan."""
     config: dict[str, Any] = field(default_factory=dict)
     """The full PhantomConfig as a dict (reproduces the scan)."""
+    generator: str = ""
+    """Version of the generator that made the scan (config.GENERATOR_VERSION; empty: before 0.4)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -65,6 +67,8 @@ class Anatomy:
     z_hi: np.ndarray
     slice_z: np.ndarray
     """Slice centres, superior first."""
+    rib_index: tuple[int, ...] = ()
+    """Positions in ``primitives`` of the rib cage's primitives."""
 
     @property
     def fov_radius_mm(self) -> float:
@@ -107,6 +111,7 @@ class Anatomy:
             matrix=c.matrix,
             l3_z_true_mm=round(l3, 3),
             config=cfg,
+            generator=GENERATOR_VERSION,
         )
 
 
@@ -115,11 +120,36 @@ def build_anatomy(config: PhantomConfig) -> Anatomy:
     rng = np.random.default_rng([config.detail_seed, 7])
     spine = build_spine(config)
     body = body_shape(config, spine)
-    patient = soft_tissue(spine, body, config, rng) + skeleton(spine, body, config, rng)
+    ribs: list[Primitive] = []
+    patient = soft_tissue(spine, body, config, rng) + skeleton(spine, body, config, rng, ribs)
+    rib_ids = {id(p) for p in ribs}
+    is_rib = [id(p) in rib_ids for p in patient]
     if config.rotation_deg or config.lean_deg:
         l3 = spine.by_name("L3")
         angle, shear = np.radians(config.rotation_deg), float(np.tan(np.radians(config.lean_deg)))
         patient = [pose(p, angle, (l3.x, l3.y), shear, l3.z_center) for p in patient]
     prims: list[Primitive] = table(config, rng) + patient
     zr = np.array([p.z_range for p in prims], dtype=np.float64)
-    return Anatomy(config, spine, tuple(prims), zr[:, 0], zr[:, 1], slice_positions(config, spine))
+    n0 = len(prims) - len(patient)
+    rib_index = tuple(n0 + i for i, r in enumerate(is_rib) if r)
+    top = None
+    if config.region == "spine" and config.scan_z_range is None:
+        top = _below_ribs([prims[i] for i in rib_index], 0.5 * config.matrix * config.pixel_spacing_mm)
+    zs = slice_positions(config, spine, top)
+    return Anatomy(config, spine, tuple(prims), zr[:, 0], zr[:, 1], zs, rib_index)
+
+
+def _below_ribs(ribs: list[Primitive], fov_radius: float) -> float | None:
+    """Highest z that a lumbar spine CT may start at without a rib in its (circular, centred) field of view:
+    3 mm below the lowest point of any rib capsule that reaches into the FOV cylinder; None if none does."""
+    lowest = None
+    t = np.linspace(0.0, 1.0, 41)[:, None]
+    for p in ribs:
+        if not isinstance(p, Capsule):
+            continue
+        pts = np.asarray(p.p0) + t * (np.asarray(p.p1) - np.asarray(p.p0))
+        near = np.hypot(pts[:, 0], pts[:, 1]) <= fov_radius + p.r
+        if near.any():
+            zl = float(pts[near, 2].min()) - p.r
+            lowest = zl if lowest is None else min(lowest, zl)
+    return None if lowest is None else lowest - 3.0

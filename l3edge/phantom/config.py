@@ -14,12 +14,21 @@ import numpy as np
 
 from l3edge.errors import UsageError
 
-REGIONS = ("abdomen", "cap", "wholebody", "chest", "l3_top", "l3_bottom")
+GENERATOR_VERSION = "0.4"
+"""Version of the phantom generator (written into every truth.json; bump it when the pictures change)."""
+
+REGIONS = ("abdomen", "cap", "wholebody", "chest", "l3_top", "l3_bottom", "spine")
 """Scan ranges: abdomen-pelvis, chest-abdomen-pelvis, skull base to mid thigh, chest only (L3 never in view),
-and abdomen scans whose top (``l3_top``) or bottom (``l3_bottom``) edge lies near the L3 centre (sometimes
-just past it, so L3 may be out of view)."""
+abdomen scans whose top (``l3_top``) or bottom (``l3_bottom``) edge lies near the L3 centre (sometimes
+just past it, so L3 may be out of view), and a lumbar spine CT (``spine``: a 130-180 mm field of view centred
+on the spine, from just below the last rib in that field (mostly in L2; in 10% of seeds below the L3 centre)
+to about the top of the sacrum, so no rib is in view)."""
 
 _REGION_WEIGHTS = (0.34, 0.2, 0.1, 0.12, 0.12, 0.12)
+"""Of the first six regions; ``spine`` is drawn on its own stream (``_SPINE_P``) so the others' draws stay."""
+_SPINE_P = 0.06
+CUT_LEVELS = ("L2", "L3", "L4")
+"""Levels that ``l3_top`` / ``l3_bottom`` scans are sometimes cut through (``cut_level``)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,25 @@ class PhantomConfig:
     collecting systems, ureters and bladder bright)."""
     aorta_calcification: float = 0.0
     """Calcified plaques along the aorta and iliac arteries (0 none .. 1 heavy)."""
+    # --- generator 0.4: contrast over the spine, artefacts, scan ends ---
+    contrast_scale: float = 1.0
+    """Enhancement of vessels and kidneys relative to typical for the phase (0.7 weak .. 1.4 strong bolus)."""
+    aorta_offset_mm: float = 8.0
+    """Aorta centre left of the vertebral midline (0: straight over the spine; the cava lies to the right)."""
+    streaks: int = 0
+    """Slices crossed by bright streak artefacts (photon starvation, metal, dense contrast)."""
+    streak_hu: float = 0.0
+    """Peak HU that a streak adds inside the body."""
+    beam_hardening: float = 0.0
+    """Fraction of bone HU lost at the centre of the body (cupping; 0 none .. 0.25 a thick patient)."""
+    cut_level: str = ""
+    """A vertebra that the scan's ``cut_end`` edge cuts through (empty: the region's own range)."""
+    cut_end: str = "bottom"
+    """'top' or 'bottom': which edge of the scan ``cut_level`` moves."""
+    cut_frac: float = 0.5
+    """Where the cut lies inside the body: 0 at its top endplate, 1 at its bottom endplate."""
+    table_edge_hu: float = 0.0
+    """HU of the curved table's raised side walls (bright vertical lines in the MIP; 0: a flat table)."""
 
     def with_overrides(self, **overrides: object) -> PhantomConfig:
         names = {f.name for f in dataclasses.fields(self)}
@@ -183,6 +211,12 @@ class PhantomConfig:
             v.append("small_patient")
         if self.iv_contrast and self.contrast_phase != "portal":
             v.append(f"contrast_{self.contrast_phase}")
+        if self.streaks:
+            v.append("streaks")
+        if self.beam_hardening >= 0.1:
+            v.append("beam_hardening")
+        if self.cut_level:
+            v.append(f"cut_{self.cut_end}_{self.cut_level}")
         return v
 
 
@@ -209,7 +243,8 @@ def sample_config(seed: int, region: str | None = None, **overrides: object) -> 
     if region is not None and region not in REGIONS:
         raise UsageError(f"unknown phantom region {region!r}; use one of {', '.join(REGIONS)}")
     rng = np.random.default_rng([int(seed), 0x13ED6E])
-    drawn = REGIONS[int(rng.choice(len(REGIONS), p=_REGION_WEIGHTS))]
+    region_arg = region
+    drawn = REGIONS[int(rng.choice(len(_REGION_WEIGHTS), p=_REGION_WEIGHTS))]
     region = region or drawn
     sp, th = _spacing(rng, region)
     density = float(rng.uniform(0.35, 0.7)) if rng.random() < 0.2 else float(rng.uniform(0.8, 1.15))
@@ -253,7 +288,10 @@ def sample_config(seed: int, region: str | None = None, **overrides: object) -> 
         detail_seed=int(rng.integers(2**31)),
     )
     cfg = _sample_landmarks(cfg, np.random.default_rng([int(seed), 0x1A4D]))
-    return cfg.with_overrides(**overrides) if overrides else cfg
+    spine_drawn = region_arg is None and np.random.default_rng([int(seed), 0x5917]).random() < _SPINE_P
+    cfg = _sample_realism(cfg, np.random.default_rng([int(seed), 0x0404]), spine_drawn)
+    cfg = cfg.with_overrides(**overrides) if overrides else cfg
+    return _centre_on_spine(cfg) if cfg.region == "spine" and "table_top_y_mm" not in overrides else cfg
 
 
 _FRACTURE_LEVELS = ("T10", "T11", "T12", "L1", "L2", "L3", "L4")
@@ -296,4 +334,56 @@ def _sample_landmarks(cfg: PhantomConfig, rng: np.random.Generator) -> PhantomCo
         skeleton_scale=float(rng.uniform(0.65, 0.85)) if small else cfg.skeleton_scale,
         bone_density=min(cfg.bone_density, 0.9) if small else cfg.bone_density,
         cortical_hu=float(rng.uniform(650, 1500)),
+    )
+
+
+def _sample_realism(cfg: PhantomConfig, rng: np.random.Generator, spine_drawn: bool) -> PhantomConfig:
+    """Generator 0.4's fields, on a third stream: contrast strength and the aorta's position, streaks, beam
+    hardening, curved tables, cuts through L2-L4 at the edge of ``l3_top`` / ``l3_bottom`` scans, and the
+    narrow field of view of a lumbar spine CT."""
+    region = "spine" if spine_drawn else cfg.region
+    streaks = int(rng.integers(1, 7)) if rng.random() < 0.3 else 0
+    cut = rng.random() < 0.5 and region in ("l3_top", "l3_bottom")
+    level = str(rng.choice(CUT_LEVELS))
+    # the half of L2 or L4 nearer L3, anywhere in L3: the edge stays within ~40 mm of the L3 centre
+    frac = float(rng.uniform(*{"L2": (0.4, 0.9), "L3": (0.1, 0.9), "L4": (0.1, 0.6)}[level]))
+    spine_fov = float(rng.uniform(130, 180))
+    new = dataclasses.replace(
+        cfg,
+        region=region,
+        contrast_scale=float(rng.uniform(0.7, 1.4)),
+        aorta_offset_mm=float(rng.uniform(0, 18)),
+        streaks=streaks,
+        streak_hu=float(rng.uniform(80, 400)) if streaks else 0.0,
+        beam_hardening=float(rng.uniform(0, 0.25)) if rng.random() < 0.5 else 0.0,
+        cut_level=level if cut else "",
+        cut_end="top" if region == "l3_top" else "bottom",
+        cut_frac=frac,
+        table_edge_hu=float(rng.uniform(150, 700)) if rng.random() < 0.4 else 0.0,
+    )
+    if region == "spine":  # a bone-kernel lumbar spine CT: small pixels, thin slices, no arms in view
+        sp, th = ((0.625, 0.625), (1.0, 1.0), (2.0, 2.0), (3.0, 3.0))[int(rng.integers(4))]
+        new = dataclasses.replace(
+            new,
+            pixel_spacing_mm=spine_fov / new.matrix,
+            slice_spacing_mm=sp,
+            slice_thickness_mm=th,
+            top_margin_mm=float(rng.uniform(-5, 12)),
+            bottom_margin_mm=float(rng.uniform(-15, 25)),
+            table_edge_hu=0.0,
+        )
+    return new
+
+
+def _centre_on_spine(cfg: PhantomConfig) -> PhantomConfig:
+    """Move the patient (table and all) so that the L3 body lies at the centre of the field of view, as a
+    spine reconstruction is centred (the FOV centre is always (0, 0) here)."""
+    from l3edge.phantom.levels import build_spine  # levels imports this module
+
+    l3 = build_spine(cfg).by_name("L3")
+    jy, jx = np.random.default_rng([cfg.seed, 0x5C]).normal(0, [5, 4])
+    return dataclasses.replace(
+        cfg,
+        table_top_y_mm=cfg.table_top_y_mm - l3.y - 5.0 + float(jy),
+        lateral_offset_mm=cfg.lateral_offset_mm - l3.x + float(jx),
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from l3edge.errors import UsageError
 from l3edge.phantom.config import PhantomConfig
 
 # Per position from C3 (index 0) to L5 (index 21): body height, disc below, half width, half depth (mm).
@@ -177,13 +178,32 @@ def scan_range(cfg: PhantomConfig, spine: Spine) -> tuple[float, float]:
     elif cfg.region == "l3_bottom":
         bottom = z_l3 - (0.7 * bm - 3)
         top = bottom + 280 + 3 * tm
+    elif cfg.region == "spine":
+        # lumbar spine CT: from the middle of L1 (below the last ribs) to about the top of the sacrum
+        top, bottom = lv("L1").z_center + tm, lv("S1").z_top - bm
     else:
         raise ValueError(f"unknown region {cfg.region!r}")
+    if cfg.cut_level:  # the edge cuts through a named vertebral body (a scan that ends inside a level)
+        try:
+            cut = spine.by_name(cfg.cut_level)
+        except KeyError:
+            raise UsageError(f"cut_level {cfg.cut_level!r} is not a level of this spine") from None
+        if cfg.cut_end not in ("top", "bottom"):
+            raise UsageError(f"cut_end must be 'top' or 'bottom', not {cfg.cut_end!r}")
+        z_cut = cut.z_top - float(np.clip(cfg.cut_frac, 0.0, 1.0)) * cut.height
+        if cfg.cut_end == "top":  # keep at least 50 mm of scan below the cut
+            top, bottom = z_cut, min(bottom, z_cut - 50.0)
+        else:
+            bottom, top = z_cut, max(top, z_cut + 50.0)
     return float(bottom), float(top)
 
 
-def slice_positions(cfg: PhantomConfig, spine: Spine) -> np.ndarray:
-    """Slice centre z, superior first, spaced ``slice_spacing_mm`` from the top of the scan range."""
+def slice_positions(cfg: PhantomConfig, spine: Spine, top_limit: float | None = None) -> np.ndarray:
+    """Slice centre z, superior first, spaced ``slice_spacing_mm`` from the top of the scan range (lowered to
+    ``top_limit`` when given, keeping at least 60 mm of scan)."""
     lo, hi = scan_range(cfg, spine)
+    if top_limit is not None and top_limit < hi:
+        hi = top_limit
+        lo = min(lo, hi - 60.0)
     n = int(np.floor((hi - lo) / cfg.slice_spacing_mm + 1e-6)) + 1
     return hi - cfg.slice_spacing_mm * np.arange(n, dtype=np.float64)

@@ -1,6 +1,7 @@
-"""Pelvis and femurs: iliac wings as thin curved plates with dense rims (bright in a MIP: every ray through a
-plate meets cortex), the lower ilium, pubic and ischial rami, acetabula, femoral heads, necks, trochanters and
-shafts, and a hip prosthesis.
+"""Pelvis and femurs: iliac wings as thin curved shells (a dim interior in a MIP: the two cortical tables are
+thin and the ray crosses them obliquely) inside dense rims (crest, arcuate line, iliac pillar), sacroiliac
+joints as paired subchondral lines, the lower ilium, pubic and ischial rami, acetabula with a dense roof,
+femoral heads (cancellous, a cortical ring), necks, trochanters and shafts, and a hip prosthesis.
 
 The top of the iliac crests is placed by ``crest_frac`` between the L3/L4 and L5/S1 discs counted up from the
 sacrum (people range from about L3/L4 to L5/S1), never at a fixed distance from a named lumbar level, so the
@@ -16,6 +17,9 @@ from l3edge.phantom.levels import Spine
 from l3edge.phantom.primitives import Capsule, Ellipsoid, Primitive, chain, frame, rot_z
 
 METAL_HU = 3000.0
+ROOF = np.linspace(0.35, 2.8, 6)
+"""Angles of the acetabular roof's arc (radians from lateral, in the coronal plane)."""
+RING = np.linspace(0, 2 * np.pi, 13)
 
 
 def crest_top_z(spine: Spine, cfg: PhantomConfig) -> float:
@@ -49,7 +53,7 @@ def pelvis(
     crest = crest_top_z(spine, cfg)
     out: list[Primitive] = []
     metal: list[Primitive] = []
-    wing_hu = cortex * float(rng.uniform(0.45, 0.7))  # thin plate: dimmer than its rims in a real MIP
+    wing_hu = cortex * float(rng.uniform(0.3, 0.6))  # thin shell: much dimmer than its rims in a real MIP
     for sg in (-1.0, 1.0):
         side = "left" if sg > 0 else "right"
         joint = (x + sg * 45 * pw, ys + 15 * s, z1 - 35 * s)
@@ -74,20 +78,23 @@ def pelvis(
             Ellipsoid(
                 low,
                 (32 * pw, 18 * s, 0.5 * (z_low_top - acet[2]) + 12 * s),
-                1.05 * wing_hu,
+                1.3 * wing_hu,
                 rot=rot_z(ang),
             )
         )
         rim = [
             tuple(ctr + np.cos(th) * ra * u + np.sin(th) * rc * vert) for th in np.linspace(-0.3, np.pi, 12)
         ]
-        out.extend(chain(rim, 4.0 * s, 1.15 * cortex, 0.25))
+        out.extend(chain(rim, 3.5 * s, 1.25 * cortex, 0.15))  # the crest: dense cortex seen edge-on
         inner = [
             tuple(ctr + np.cos(th) * ra * u + np.sin(th) * rc * vert) for th in np.linspace(np.pi, 4.1, 5)
         ]
         out.extend(chain(inner, 3.0 * s, 1.0 * cortex, 0.3))  # medial wing margin (arcuate line)
-        # sacroiliac joint: the dense ilium beside the sacrum
-        out.append(Capsule((x + sg * 40 * pw, ys + 10 * s, z1 - 5 * s), joint, 6 * s, 1.0 * cortex, 0.3))
+        # sacroiliac joint: subchondral bone on the sacral and the iliac side, a dimmer joint line between
+        for dx, hu in ((-4.0, 0.95), (4.0, 1.05)):
+            a = (x + sg * (40 * pw + dx * s), ys + 10 * s, z1 - 5 * s)
+            b = (joint[0] + sg * dx * s, joint[1], joint[2])
+            out.append(Capsule(a, b, 2.4 * s, hu * cortex, 0.2))
         asis = tuple(ctr + ra * u)
         out.extend(
             chain([asis, (acet[0] + sg * 20 * s, yf - 20 * s, z1 - 35 * s), acet], 6 * s, 0.9 * cortex, 0.35)
@@ -107,21 +114,25 @@ def pelvis(
         )
         head = (x + sg * fhx, yf, zf)
         out.append(
-            Ellipsoid(head, (28 * s, 28 * s, 28 * s), 0.8 * cortex, z_clip=(zf + 2 * s, 1e9))
-        )  # acetabulum
+            Ellipsoid(head, (28 * s, 28 * s, 28 * s), 0.55 * cortex, z_clip=(zf + 2 * s, 1e9))
+        )  # acetabulum, its roof (sourcil) a dense arc
+        roof = [(head[0] + 27 * s * np.cos(t), yf, zf + 27 * s * np.sin(t)) for t in ROOF]
+        out.extend(chain(roof, 2.5 * s, 1.05 * cortex))
         neck_end = (x + sg * (fhx + 38 * pw), yf + 5, zf - 30 * s)
-        shaft_end = (x + sg * (fhx + 5 * pw), yf - 5, zf - 430 * s)
-        out.append(Ellipsoid(head, (23 * s, 23 * s, 23 * s), 0.8 * cortex))
-        out.append(Capsule(head, neck_end, 15 * s, 1.0 * cortex, 0.45))
+        shaft_end = (x + sg * (fhx + 5 * pw), yf - 5, zf - float(rng.uniform(250, 430)) * s)
+        out.append(Ellipsoid(head, (23 * s, 23 * s, 23 * s), 0.5 * cortex))  # cancellous head, cortical rim
+        ring = [(head[0] + 22 * s * np.cos(t), yf, zf + 22 * s * np.sin(t)) for t in RING]
+        out.extend(chain(ring, 1.8 * s, 0.85 * cortex))
+        out.append(Capsule(head, neck_end, 14 * s, 0.85 * cortex, 0.55))
         out.append(
             Ellipsoid(
-                (x + sg * (fhx + 50 * pw), yf + 10, zf - 15 * s), (16 * s, 18 * s, 22 * s), 0.75 * cortex
+                (x + sg * (fhx + 50 * pw), yf + 10, zf - 15 * s), (16 * s, 18 * s, 22 * s), 0.55 * cortex
             )
         )
         out.append(
-            Ellipsoid((x + sg * (fhx + 15 * s), yf + 15, zf - 60 * s), (9 * s, 9 * s, 12 * s), 0.75 * cortex)
+            Ellipsoid((x + sg * (fhx + 15 * s), yf + 15, zf - 60 * s), (9 * s, 9 * s, 12 * s), 0.6 * cortex)
         )
-        out += _long_bone(neck_end, shaft_end, 13 * s, cortex, canc)
+        out += _long_bone(neck_end, shaft_end, 13 * s, 0.85 * cortex, canc)
         if cfg.hip_prosthesis == side:
             metal.append(Ellipsoid(head, (28 * s, 28 * s, 28 * s), METAL_HU, z_clip=(zf - 2 * s, 1e9)))
             metal.append(Ellipsoid(head, (22 * s, 22 * s, 22 * s), METAL_HU + 1000))

@@ -16,12 +16,16 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, uniform_filter1d
 
 from l3edge.phantom.anatomy import Anatomy, Truth, build_anatomy
+from l3edge.phantom.artifacts import apply_artifacts, artifact_fields
 from l3edge.phantom.config import PhantomConfig, sample_config
-from l3edge.phantom.primitives import Capsule
+from l3edge.phantom.primitives import Box, Capsule, Primitive, Tube
 from l3edge.phantom.texture import apply_texture, texture_field
 from l3edge.series import Projection
 
 AIR, OUTSIDE_FOV = -1000.0, -1024.0
+SMALL_FOV_MM = 150.0
+"""The fast path culls primitives outside the circular FOV only below this radius (a spine CT); a larger
+FOV holds the trunk, and its column mask is enough."""
 NOISE_CORR_PX = 0.8
 """Gaussian correlation length of the noise (pixels)."""
 NOISE_MAX_FACTOR = 1.1
@@ -57,7 +61,9 @@ def paint_plane(anat: Anatomy, z: float) -> np.ndarray:
                 out[ra:rb, ca:cb][m] = vals[m]
             else:
                 out[ra:rb, ca:cb][m] = p.value
-    return apply_texture(out, texture_field(anat, coords, np.array([z])))
+    zs = np.array([z])
+    out = apply_texture(out, texture_field(anat, coords, zs))
+    return apply_artifacts(out, artifact_fields(anat, coords, zs))
 
 
 def _fov_mask(anat: Anatomy) -> np.ndarray:
@@ -137,6 +143,34 @@ def project_full(config: PhantomConfig) -> Projection:
     return Projection(np.asarray(rows, dtype=np.float32), np.asarray(zs), config.pixel_spacing_mm)
 
 
+def in_fov(prims: list[Primitive] | tuple[Primitive, ...], radius: float) -> list[Primitive]:
+    """``prims`` less those wholly outside the FOV cylinder x^2 + y^2 <= radius^2 (conservative: a capsule by
+    the distance of its axis from the centre, anything else by its axis-aligned (x, y) extent)."""
+    caps = [i for i, q in enumerate(prims) if isinstance(q, Capsule)]
+    keep = np.ones(len(prims), dtype=bool)
+    if caps:
+        a = np.array([prims[i].p0[:2] for i in caps])  # type: ignore[union-attr]
+        d = np.array([prims[i].p1[:2] for i in caps]) - a  # type: ignore[union-attr]
+        r = np.array([prims[i].r for i in caps])  # type: ignore[union-attr]
+        t = np.clip(-(a * d).sum(1) / np.maximum((d * d).sum(1), 1e-12), 0.0, 1.0)
+        keep[caps] = np.hypot(*(a + t[:, None] * d).T) <= radius + r
+    for i, q in enumerate(prims):
+        if isinstance(q, Capsule):
+            continue
+        if isinstance(q, Tube):
+            k = np.asarray(q.knots)
+            hx, hy = q._half(k[:, 3], k[:, 4])
+            lo, hi = np.stack([k[:, 1] - hx, k[:, 2] - hy], 1), np.stack([k[:, 1] + hx, k[:, 2] + hy], 1)
+        elif isinstance(q, Box):
+            lo, hi = np.array([q.lo[:2]]), np.array([q.hi[:2]])
+        else:
+            x0, x1, y0, y1 = q.xy_bounds(0.0)
+            lo, hi = np.array([[x0, y0]]), np.array([[x1, y1]])
+        near = np.clip(0.0, lo, hi)  # the point of each (x, y) rectangle nearest the FOV centre
+        keep[i] = bool((np.hypot(near[:, 0], near[:, 1]) <= radius).any())
+    return [q for q, k in zip(prims, keep, strict=True) if k]
+
+
 def fast_projection(
     seed_or_config: int | PhantomConfig,
     mm_per_px: float = 2.0,
@@ -160,9 +194,13 @@ def fast_projection(
     ext = int(np.ceil(c.slice_thickness_mm / p / 2)) + 1
     zz = hi + p * ext - p * np.arange(nz + 2 * ext)
     mip = np.full((zz.size, ncol), AIR, dtype=np.float32)
-    # max is order-free: capsules in one vectorised batch, the other primitives one by one
-    _shadow_capsules([q for q in anat.primitives if isinstance(q, Capsule)], x, zz, p, mip)
-    for prim in anat.primitives:
+    # max is order-free: capsules in one vectorised batch, the other primitives one by one; in a small FOV
+    # (a lumbar spine CT) primitives wholly outside its circle are not reconstructed
+    prims = (
+        in_fov(anat.primitives, r_fov) if (r_fov := anat.fov_radius_mm) < SMALL_FOV_MM else anat.primitives
+    )
+    _shadow_capsules([q for q in prims if isinstance(q, Capsule)], x, zz, p, mip)
+    for prim in prims:
         if isinstance(prim, Capsule):
             continue
         x0, x1, z0, z1 = prim.xz_bounds()
@@ -173,7 +211,7 @@ def fast_projection(
         m = prim.shadow_mask(x[None, ca:cb], zz[ra:rb, None])
         sub = mip[ra:rb, ca:cb]
         np.maximum(sub, np.where(m, np.float32(prim.value), np.float32(AIR)), out=sub)
-    mip = apply_texture(mip, texture_field(anat, x, zz))
+    mip = apply_artifacts(apply_texture(mip, texture_field(anat, x, zz)), artifact_fields(anat, x, zz))
     if c.slice_thickness_mm > p:
         mip = uniform_filter1d(mip, size=max(1, int(round(c.slice_thickness_mm / p))), axis=0, mode="nearest")
     mip = mip[ext : ext + nz]

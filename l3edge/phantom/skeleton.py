@@ -39,9 +39,20 @@ def _vertebra(
         out.append(Tube(((nxt.z_top, xm, ym, w + 1.5, d + 1.5), (zb, xm, ym, w + 1.5, d + 1.5)), 80.0))
     # Shell (AP walls dimmer than the endplates and lateral margins, as in real MIPs), cancellous core.
     waist = float(rng.uniform(0.88, 0.96))
-    shell = cortex * float(rng.uniform(0.65, 0.8))
-    out.append(Tube(((zb, x, y, w, d), (zc, x, y, waist * w, 0.95 * d), (zt, x, y, w, d)), shell))
-    e = min(1.6, 0.12 * h)
+    shell = cortex * float(rng.uniform(0.5, 0.7))  # a thin shell: dimmer than endplates and margins
+    e, rc = min(1.6, 0.12 * h), min(2.5, 0.15 * h)  # endplate thickness, rounding of the body's corners
+    out.append(
+        Tube(
+            (
+                (zb, x, y, w - rc, d - rc),
+                (zb + rc, x, y, w, d),
+                (zc, x, y, waist * w, 0.95 * d),
+                (zt - rc, x, y, w, d),
+                (zt, x, y, w - rc, d - rc),
+            ),
+            shell,
+        )
+    )
     out.append(
         Tube(
             (
@@ -53,11 +64,11 @@ def _vertebra(
         )
     )
     for z0, z1 in ((zb, zb + e), (zt - e, zt)):
-        out.append(Tube(((z0, x, y, w - 0.5, d - 0.5), (z1, x, y, w - 0.5, d - 0.5)), cortex))
+        out.append(Tube(((z0, x, y, w - rc, d - rc), (z1, x, y, w - rc, d - rc)), 0.88 * cortex))
     for sg in (-1.0, 1.0):
         out.append(Capsule((x + sg * (w - 1.2), y, zb + 2), (x + sg * (waist * w - 1.2), y, zc), 1.2, cortex))
         out.append(Capsule((x + sg * (waist * w - 1.2), y, zc), (x + sg * (w - 1.2), y, zt - 2), 1.2, cortex))
-    post = cortex * float(rng.uniform(0.6, 0.8))
+    post = cortex * float(rng.uniform(0.5, 0.7))
     yb = y + d  # posterior wall of the body
     lumbar, cerv = lv.kind == "L", lv.kind == "C"
     rp = (5.5 if lumbar else 3.0 if cerv else 4.2) * s
@@ -68,7 +79,8 @@ def _vertebra(
     for sg in (-1.0, 1.0):
         xp = x + sg * 0.62 * w
         ped_end = (xp, yb + 10 * s, zp)
-        out.append(Capsule((xp, yb - 3, zp), ped_end, rp, 1.05 * cortex))  # pedicle, seen end-on: bright oval
+        # pedicle, seen end-on: an oval with a brighter rim ("owl's eye"), not a bright spot
+        out.append(Capsule((xp, yb - 3, zp), ped_end, rp, 0.8 * cortex, 0.45))
         out.append(Capsule(ped_end, (x + sg * 3 * s, yb + 20 * s, zc - 0.05 * h), 3.5 * s, post))  # lamina
         xa = x + sg * 0.6 * w
         out.append(
@@ -184,6 +196,7 @@ def _sacrum(spine: Spine, cfg: PhantomConfig, cortex: float, canc: float) -> lis
         return tuple(pick)  # type: ignore[arg-type]
 
     out: list[Primitive] = []
+    sac_hu = 0.6 * cortex
     if cfg.n_lumbar == 4:  # transitional S1: rudimentary disc below it, broad alae fused to the ilium
         gap = (s1.z_bottom - 1.5, s1.z_bottom + 1.5)
         parts = [(z0 - L, gap[0]), (gap[1], z0)]
@@ -199,7 +212,7 @@ def _sacrum(spine: Spine, cfg: PhantomConfig, cortex: float, canc: float) -> lis
     else:
         parts = [(z0 - L, z0)]
     for lo, hi in parts:
-        out.append(Tube(knots(0.0, lo, hi), 0.72 * cortex))
+        out.append(Tube(knots(0.0, lo, hi), sac_hu))
         out.append(Tube(knots(3.0, lo + 1.5, hi - 1.5), canc))
     # S1 endplate and the alae's upper margins: bright lines where the sacrum meets L5
     out.append(Tube(((z0 - 1.6, x, y, 22 * s, 15 * s), (z0, x, y, 22 * s, 15 * s)), cortex))
@@ -258,8 +271,14 @@ def _hardware(spine: Spine, cfg: PhantomConfig) -> list[Primitive]:
     return out
 
 
-def skeleton(spine: Spine, body: BodyShape, cfg: PhantomConfig, rng: np.random.Generator) -> list[Primitive]:
-    """All bone and metal primitives, painted after the soft tissue."""
+def skeleton(
+    spine: Spine,
+    body: BodyShape,
+    cfg: PhantomConfig,
+    rng: np.random.Generator,
+    ribs_out: list[Primitive] | None = None,
+) -> list[Primitive]:
+    """All bone and metal primitives, painted after the soft tissue (the ribs also into ``ribs_out``)."""
     dens = min(cfg.bone_density, 1.15)
     cortex = cfg.cortical_hu * (0.55 + 0.45 * dens)
     canc = cfg.cancellous_hu * dens
@@ -273,7 +292,10 @@ def skeleton(spine: Spine, body: BodyShape, cfg: PhantomConfig, rng: np.random.G
         out += _vertebra(lv, levels[i + 1], cfg, cortex * j, canc * j, vr)
     out += _osteophytes(spine, cfg, cortex, vr)
     out += _sacrum(spine, cfg, cortex, canc)
-    out += rib_cage(spine, body, cfg, cortex, rng)
+    ribs = rib_cage(spine, body, cfg, cortex, rng)
+    out += ribs
+    if ribs_out is not None:
+        ribs_out += ribs
     out += _arms(body, cfg, cortex, canc)
     out += pelvis(spine, cfg, cortex, canc, rng)
     out += _head(spine, cfg, cortex)

@@ -9,6 +9,7 @@ from l3edge.phantom.body import BodyShape
 from l3edge.phantom.config import PhantomConfig
 from l3edge.phantom.levels import Spine
 from l3edge.phantom.primitives import Box, Capsule, Ellipsoid, Primitive, Tube, chain, rot_z
+from l3edge.phantom.vessels import great_vessels, phase_hu
 
 FAT, MUSCLE, LUNG, GAS = -100.0, 50.0, -850.0, -950.0
 
@@ -27,6 +28,11 @@ def table(cfg: PhantomConfig, rng: np.random.Generator) -> list[Primitive]:
         Box((-hw * 0.9, top + th - 2.0, zr[0]), (hw * 0.9, top + th, zr[1]), cfg.table_shell_hu),
         Box((-hw * 0.55, top - 6.0, zr[0]), (hw * 0.55, top, zr[1]), -750.0),  # mattress
     ]
+    if cfg.table_edge_hu > 0:  # a curved table's raised sides: seen edge-on, bright lines in the MIP
+        for sg in (-1.0, 1.0):
+            x0 = sg * hw * 0.93
+            lo, hi = min(x0, x0 + sg * 2.5), max(x0, x0 + sg * 2.5)
+            out.append(Box((lo, top - 30.0, zr[0]), (hi, top, zr[1]), cfg.table_edge_hu))
     if cfg.table_rails:
         hu = float(rng.uniform(250, 1500))
         for sg in (-1.0, 1.0):
@@ -67,11 +73,8 @@ def soft_tissue(
     s, n = cfg.skeleton_scale, cfg.n_ribs
     iv, oral = cfg.iv_contrast, cfg.oral_contrast
     phase = cfg.contrast_phase if iv else "none"
-    aorta_hu = {
-        "arterial": float(rng.uniform(350, 550)),
-        "portal": float(rng.uniform(180, 300)),
-        "delayed": float(rng.uniform(100, 160)),
-    }.get(phase, 40.0)
+    enh = phase_hu(cfg, np.random.default_rng([cfg.detail_seed, 59]))
+    aorta_hu, vein_hu, kidney_hu = enh
     liver_hu = {"arterial": 75.0, "portal": float(rng.uniform(100, 150)), "delayed": 90.0}.get(phase, 55.0)
     pitch = 33.0 * s  # a lumbar vertebra and its disc: the unit of the organs' shifts
     zf = spine.z_femoral_head
@@ -160,14 +163,16 @@ def soft_tissue(
             z_clip=(-1e9, dome),
         )
     )
+    hilum = (cx - 0.25 * rx, cy, min(tl.z_top - 30, dome - 40))
     if iv:  # enhancing hepatic/portal branches: thin bright lines mottling the liver in the MIP
-        hilum = (cx - 0.25 * rx, cy, min(tl.z_top - 30, dome - 40))
+        tree_hu = aorta_hu if phase == "arterial" else vein_hu
         out += _vessel_tree(
-            hilum, (0.55 * rx, 0.6 * ry, 70 * s), aorta_hu, np.random.default_rng([cfg.detail_seed, 37])
+            hilum, (0.55 * rx, 0.6 * ry, 70 * s), tree_hu, np.random.default_rng([cfg.detail_seed, 37])
         )
+    spleen = (cx + 0.62 * rx, cy + 0.45 * ry, tl.z_top)
     out.append(
         Ellipsoid(
-            (cx + 0.62 * rx, cy + 0.45 * ry, tl.z_top),
+            spleen,
             (28 * s, 45 * s, 55 * s),
             120.0 if iv else 45.0,
             rot=rot_z(0.5),
@@ -177,12 +182,13 @@ def soft_tissue(
     if rng.random() < 0.6:
         out.append(Ellipsoid((cx + 0.35 * rx, cy - 0.5 * ry, tl.z_top + 25), (30 * s, 15 * s, 25 * s), GAS))
     l1 = lv("L1")
-    kidney_hu = {"arterial": 180.0, "portal": 200.0, "delayed": 150.0}.get(phase, 30.0)
     pelvis_hu = float(rng.uniform(600, 1500)) if phase == "delayed" else 120.0 if iv else 25.0
     z_bladder = spine.z_femoral_head + 5
+    kidneys = []
     for sg, dz in ((-1.0, -20.0), (1.0, 0.0)):
         kz = l1.z_center + dz * s + (cfg.kidney_shift + float(rng.uniform(-0.3, 0.3))) * pitch
         kc = (l1.x + sg * (l1.half_width + 42 * s), l1.y + 8, kz)
+        kidneys.append(kc)
         out.append(Ellipsoid(kc, (28 * s, 24 * s, 55 * s), kidney_hu, rot=rot_z(sg * 0.5)))
         out.append(Ellipsoid(kc, (16 * s, 14 * s, 38 * s), pelvis_hu, rot=rot_z(sg * 0.5)))
         if phase == "delayed":  # excreted contrast: collecting systems, ureters down to the bladder
@@ -196,20 +202,9 @@ def soft_tissue(
             hil = (kc[0] - sg * 12 * s, kc[1], kc[2])
             k_rng = np.random.default_rng([cfg.detail_seed, 41, int(sg > 0)])
             out += _vessel_tree(hil, (20 * s, 16 * s, 40 * s), aorta_hu, k_rng, depth=2)
-    # vessels: aorta (left of the spine), IVC (right), iliac arteries, small branches
-    tl_lv = [v for v in spine.levels if v.kind in "TL" and v.z_center <= lv("T4").z_center]
-    l4 = lv(f"L{min(4, cfg.n_lumbar)}")
-    ao = [(v.x + 14 * s, v.y - v.half_depth - 13 * s, v.z_center) for v in tl_lv if v.z_center >= l4.z_center]
-    out.extend(chain(ao, 11 * s, aorta_hu))
-    ivc = [
-        (v.x - 24 * s, v.y - v.half_depth - 10 * s, v.z_center)
-        for v in tl_lv
-        if l4.z_center - 20 <= v.z_center <= tl.z_center
-    ]
-    out.extend(chain(ivc, 11 * s, 150.0 if iv else 40.0))
-    if ao:
-        for sg in (-1.0, 1.0):
-            out.append(Capsule(ao[-1], (ao[-1][0] + sg * 85 * s, ao[-1][1] - 10, zf + 10), 5 * s, aorta_hu))
+    # great vessels (vessels.py), then small mesenteric branches
+    vessels, ao = great_vessels(spine, cfg, enh, kidneys, hilum, spleen)
+    out += vessels
     if iv:
         for _ in range(int(rng.integers(10, 25))):
             p = (
