@@ -17,7 +17,7 @@ import numpy as np
 
 from l3edge.errors import ModelError, UsageError
 from l3edge.metadata import ModelMetadata
-from l3edge.place import PlacedLevel, place_levels
+from l3edge.place import PlacedLevel, place_levels, review_below
 from l3edge.preprocess import normalize, to_model_space
 from l3edge.refine import refine_rows
 from l3edge.result import L3Result
@@ -301,7 +301,7 @@ class L3Locator:
             warnings=tuple(warnings),
             level=level,
             levels=levels if len(meta.model_levels) > 1 else {},
-            review=placed.review(level, meta.review_below),
+            review=placed.review(level, review_below(meta)),
         )
         timings["postprocess"] = round(timings["postprocess"] + _ms(t), 3)
         if qa_dir is not None:
