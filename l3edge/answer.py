@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from l3edge.metadata import ModelMetadata
-from l3edge.place import PlacedLevel, place_levels
+from l3edge.place import PlacedLevel, place_levels, review_below
 from l3edge.preprocess import normalize, to_model_space
 from l3edge.refine import refine_zs
 from l3edge.result import L3Result, LevelResult
@@ -122,7 +122,7 @@ def locate(engine: Engine, projection: Projection, path: str, read_ms: float) ->
         warnings=tuple(warnings),
         level=level,
         levels=levels if len(meta.model_levels) > 1 else {},
-        review=placed.review(level, meta.review_below),
+        review=placed.review(level, review_below(meta)),
     )
     timings["postprocess"] = round(timings["postprocess"] + ms_since(t), 3)
     with_total(timings)

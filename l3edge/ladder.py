@@ -98,6 +98,11 @@ class Ladder:
         s = self.scale if math.isfinite(self.scale) else math.nan
         return s * _PITCH_MM.get(name, 35.0)
 
+    def pitch_mm(self, name: str, mm_per_px: float) -> float:
+        """``pitch_rows`` in mm; the typical adult pitch when the scale is unknown (fewer than two levels)."""
+        p = self.pitch_rows(name) * mm_per_px
+        return p if math.isfinite(p) else _PITCH_MM.get(name, 35.0)
+
 
 def _wls(c: np.ndarray, r: np.ndarray, w: np.ndarray, b0: float) -> tuple[float, float]:
     """Weighted least squares ``r = a + b c`` with ``b`` kept in ``SCALE_RANGE`` x ``b0``."""

@@ -6,14 +6,22 @@ it mirrored), the ladder of levels, refinement, placement on the scan's slices, 
 
 Mirroring: the MIP and its left-right mirror show the same spine, so a sound model puts each level at the
 same row in both. The answer uses the mean of the two predictions per window; how far apart the two separate
-answers lie is one input of the confidence (an unsure model is unstable under mirroring).
+answers lie is reported (``mirror_shift_mm``).
 
-Confidence of a level, in [0, 1]: its mean presence over the fitted ramp, times the ramp correlation, times
-how closely the windows of that ramp agree on one row, how well the level agrees with the ladder of the other
-levels and with its mirrored answer, and (lumbar levels) whether the count from the last rib and the count
-from the sacrum agree and whether the scan shows both ends to count from (lowest rib-bearing vertebra and
-sacrum); a level near either end of the scan loses up to half. ``review`` is set when the confidence is below
-the model's ``review_below``, when the counts disagree, or when the level was only interpolated.
+Confidence of a level, in [0, 1] (``CONFIDENCE_VERSION`` 2): its mean presence over the fitted ramp, times
+the ramp correlation, times how well the level agrees with the ladder of the other levels, and (lumbar
+levels) whether the count from the last rib and the count from the sacrum agree and whether the scan shows
+both ends to count from (lowest rib-bearing vertebra and sacrum); a level near either end of the scan loses
+up to half; and (``l3edge.agreement``) how far the answer moves when the scan is cropped at either end.
+Version 1 also multiplied in the windows' spread and the mirrored answer's shift; on the validation phantoms
+neither separated right from wrong answers (AUROC 0.59 each, against 0.85 for the crop shift), and on real CT
+the spread is about 14 mm for right and wrong answers alike, so they only pulled real confidences down.
+
+A level whose body the scan's first or last slice cuts is reported not found. ``review`` is set when the
+confidence is below the review threshold (``review_below``: the model's, if it was chosen for this
+confidence, else the runtime's ``REVIEW_BELOW``), when the counts disagree, when the level was only
+interpolated, when a crop names another vertebra, or when neither the lowest rib-bearing vertebra (T12) nor
+the sacrum (S1) is in view, so that the levels could not be counted at all.
 """
 
 from __future__ import annotations
@@ -25,16 +33,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from l3edge import agreement
 from l3edge.ladder import Ladder, fit_ladder
 from l3edge.metadata import ModelMetadata
-from l3edge.preprocess import RowGrid
+from l3edge.preprocess import RowGrid, normalize
 from l3edge.sliding import RunFn, predict_images
 
 RefineFn = Callable[[list[float]], list[float]]
 """Coarse patient z of several levels -> refined z (unchanged where the refiner does not agree)."""
-FLIP_SD_MM = 10.0
-SPREAD_SD_MM = 12.0
-"""Scale of the windows' disagreement (``RampFit.spread``) at which the confidence falls to 0.61."""
+CONFIDENCE_VERSION = 2
+"""Version of the confidence formula; a model whose metadata ``extra["confidence"]`` equals it had its
+``review_below`` chosen for this formula (``tools/export.py`` writes it)."""
+REVIEW_BELOW = 0.7284
+"""The runtime's review threshold for models whose ``review_below`` was chosen for another confidence
+formula (chosen on the validation phantoms with model 0.3.0: models/README.md, "Review threshold")."""
 LADDER_SD_PITCH = 0.25
 NO_LADDER = 0.7
 """Confidence factor of a multi-level model's level that has too few found neighbours to be checked."""
@@ -67,6 +79,16 @@ class PlacedLevel:
     """The model placed the level in the padding, outside the scanned range (reported not found)."""
     mirror_shift_mm: float = math.nan
     """|z as is - z mirrored| of the coarse answers."""
+    cut: str | None = None
+    """``head`` or ``foot``: the model placed the level there but that end of the scan cuts its body (reported
+    not found)."""
+    crop_shift_pitch: float = math.nan
+    """Largest shift, in pitches, of the answer on the scan cropped at either end (``l3edge.agreement``; inf:
+    a crop lost the level; NaN: no crop kept it)."""
+
+    @property
+    def crop_disagrees(self) -> bool:
+        return self.crop_shift_pitch > agreement.LEVEL_SHIFT
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,9 @@ class Placement:
     """When the counts disagree: patient z of the lumbar levels counted up from S1."""
     timings_ms: dict[str, float] = field(default_factory=dict)
     """``cnn`` (the model runs), ``postprocess`` (ramp fits, ladder, placement), ``refine`` (if any)."""
+    counted: bool = True
+    """The lowest rib-bearing vertebra (T12) or the sacrum (S1) is in view, so the levels could be counted
+    (always true for a single-level model, which cannot tell)."""
 
     def review(self, level: str, review_below: float) -> bool:
         lv = self.levels[level]
@@ -89,7 +114,11 @@ class Placement:
             return False
         lumbar = level.startswith("L")
         return (
-            lv.confidence < review_below or lv.source == "ladder" or (lumbar and self.counts_agree is False)
+            lv.confidence < review_below
+            or lv.source == "ladder"
+            or (lumbar and self.counts_agree is False)
+            or lv.crop_disagrees
+            or not self.counted
         )
 
     def warnings(self, level: str) -> list[str]:
@@ -107,6 +136,18 @@ class Placement:
             out.append(f"{level} was not seen by the model; placed between its neighbours by the ladder")
         if lv is not None and lv.outside:
             out.append(f"the model placed {level} outside the scan (in the padding); reported not found")
+        if lv is not None and lv.cut is not None:
+            out.append(f"{level} is cut at the {lv.cut} end of the scan; reported not found")
+        if lv is not None and lv.found and lv.crop_disagrees:
+            what = "loses it" if math.isinf(lv.crop_shift_pitch) else "puts it on another vertebra"
+            out.append(
+                f"{level} is unstable: the scan cropped by {agreement.CROP_MM:.0f} mm at one end {what}"
+            )
+        if not self.counted:
+            out.append(
+                "neither the lowest rib-bearing vertebra (T12) nor the sacrum (S1) is in view: the vertebrae "
+                "could not be counted from either end, so the level's name is a guess"
+            )
         return out
 
 
@@ -135,20 +176,26 @@ def place_levels(
     z_slices: np.ndarray,
     refine: RefineFn | None = None,
     mirror: bool = True,
+    crops: bool = True,
 ) -> Placement:
     """Every level of ``meta``'s model on one scan (see the module docstring).
 
     Args: run: the model. channels: normalised model-space image [C, rows, W]. grid: its RowGrid. meta: the
     model's metadata. stride / output_stride: window stride and strip mode (None: per window). z_slices:
     patient z of the scan's slices, superior first. refine: refines coarse z's (None: no refiner). mirror:
-    also run the mirrored image.
+    also run the mirrored image. crops: also place the levels on the image cropped at each end
+    (``l3edge.agreement``; not mirrored).
     """
     sp = meta.space
     h, thr, mm = sp.window_height_px, meta.presence_threshold, sp.mm_per_px
     levels = meta.model_levels
+    zs = np.asarray(z_slices, dtype=np.float64)
     t0 = time.perf_counter()
     images = [channels, np.ascontiguousarray(channels[..., ::-1])] if mirror else [channels]
-    tops, outs = predict_images(run, images, h, stride, output_stride)  # one batch: the MIP and its mirror
+    fill = normalize(np.full((1, 1), sp.fill_hu), sp)[:, 0, 0]
+    cropped = agreement.crop_images(channels, grid, zs, fill) if crops else {}
+    images += list(cropped.values())
+    tops, outs = predict_images(run, images, h, stride, output_stride)  # one batch: MIP, mirror, crops
     t1 = time.perf_counter()
     preds = _level_preds(outs[0], meta)
     shift: dict[str, float] = {}
@@ -162,55 +209,79 @@ def place_levels(
                 shift[m] = abs(a.row - b.row) * mm
         preds = 0.5 * (preds + preds_m)
     lad = fit_ladder(tops, preds, levels, h, thr, mm)
-    z_coarse = {m: float(np.asarray(grid.row_to_z(f.row))) for m, f in lad.levels.items() if f.found}
-    sacrum = {m: float(np.asarray(grid.row_to_z(r))) for m, r in lad.sacrum_count_rows.items()}
+    groups = {"": {m: float(np.asarray(grid.row_to_z(f.row))) for m, f in lad.levels.items() if f.found}}
+    groups["sacrum"] = {m: float(np.asarray(grid.row_to_z(r))) for m, r in lad.sacrum_count_rows.items()}
+    kept = {
+        end: [m for m, z in groups[""].items() if agreement.crop_keeps(end, z, zs, lad.pitch_mm(m, mm))]
+        for end in cropped
+    }
+    for end, out_c in zip(cropped, outs[len(images) - len(cropped) :], strict=True):
+        lad_c = fit_ladder(tops, _level_preds(out_c, meta), levels, h, thr, mm)
+        found = {m: lad_c.levels[m] for m in kept[end] if lad_c.levels[m].found}
+        groups[end] = {m: float(np.asarray(grid.row_to_z(f.row))) for m, f in found.items()}
     t2 = time.perf_counter()
-    if refine is not None and (z_coarse or sacrum):
-        keys = list(z_coarse) + [f"sacrum:{m}" for m in sacrum]
-        refined = refine(list(z_coarse.values()) + list(sacrum.values()))
-        done = dict(zip(keys, refined, strict=True))
-        z_coarse = {m: done[m] for m in z_coarse}
-        sacrum = {m: done[f"sacrum:{m}"] for m in sacrum}
+    if refine is not None:
+        groups = _refine_groups(refine, groups)
     t3 = time.perf_counter()
+    z_coarse, sacrum = groups[""], groups["sacrum"]
     out = {}
     multi = len(levels) > 1
-    zs = np.asarray(z_slices, dtype=np.float64)
     both_ends = all(m in z_coarse and zs.min() <= z_coarse[m] <= zs.max() for m in ("T12", "S1"))
+    counted = not multi or any(m in z_coarse and zs.min() <= z_coarse[m] <= zs.max() for m in ("T12", "S1"))
     for m, f in lad.levels.items():
-        conf = _confidence(lad, m, shift.get(m), multi, mm)
+        conf = _confidence(lad, m, multi)
         if multi and m.startswith("L") and not both_ends:
             conf *= ONE_COUNT
-        if m in z_coarse and zs.size:
-            edge = min(z_coarse[m] - zs.min(), zs.max() - z_coarse[m])
-            conf *= float(np.clip(0.5 + 0.5 * edge / EDGE_MM, 0.5, 1.0))
         if m not in z_coarse:
             out[m] = PlacedLevel(m, False, None, None, 0.0, f.presence, f.ramp_r, f.source)
             continue
         z = z_coarse[m]
-        inside, row = _inside(z, np.asarray(z_slices, dtype=np.float64), mm / 2)
-        if not inside:
-            out[m] = PlacedLevel(m, False, None, None, conf, f.presence, f.ramp_r, f.source, True)
+        edge = min(z - zs.min(), zs.max() - z) if zs.size else EDGE_MM
+        conf *= float(np.clip(0.5 + 0.5 * edge / EDGE_MM, 0.5, 1.0))
+        pitch = lad.pitch_mm(m, mm)
+        crop = agreement.crop_shift(z, [groups[e].get(m) for e in cropped if m in kept[e]], pitch)
+        conf *= agreement.crop_factor(crop)
+        inside, row = _inside(z, zs, mm / 2)
+        cut = agreement.cut_end(z, zs, pitch) if inside else None
+        if not inside or cut is not None:
+            out[m] = PlacedLevel(
+                m, False, None, None, conf, f.presence, f.ramp_r, f.source, not inside, cut=cut
+            )
             continue
         out[m] = PlacedLevel(
-            m, True, z, row, conf, f.presence, f.ramp_r, f.source, False, shift.get(m, math.nan)
+            m, True, z, row, conf, f.presence, f.ramp_r, f.source, False, shift.get(m, math.nan), None, crop
         )
     timings = {"cnn": _ms(t1 - t0), "postprocess": _ms(t2 - t1 + time.perf_counter() - t3)}
     if refine is not None:
         timings["refine"] = _ms(t3 - t2)
-    return Placement(out, lad.counts_agree, lad.extra_segments, sacrum, timings)
+    return Placement(out, lad.counts_agree, lad.extra_segments, sacrum, timings, counted)
+
+
+def _refine_groups(refine: RefineFn, groups: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Every coarse z of every group through the refiner in one call."""
+    keys = [(g, m) for g, zs in groups.items() for m in zs]
+    if not keys:
+        return groups
+    refined = refine([groups[g][m] for g, m in keys])
+    out: dict[str, dict[str, float]] = {g: {} for g in groups}
+    for (g, m), z in zip(keys, refined, strict=True):
+        out[g][m] = z
+    return out
 
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
-def _confidence(
-    lad: Ladder, name: str, mirror_shift_mm: float | None, multi: bool, mm_per_px: float
-) -> float:
+def review_below(meta: ModelMetadata) -> float:
+    """The review threshold for ``meta``'s model: its own when chosen for this confidence formula, else the
+    runtime's ``REVIEW_BELOW``."""
+    return meta.review_below if meta.extra.get("confidence") == CONFIDENCE_VERSION else REVIEW_BELOW
+
+
+def _confidence(lad: Ladder, name: str, multi: bool) -> float:
     f = lad.levels[name]
     c = f.presence * max(f.ramp_r, 0.0)
-    if math.isfinite(f.spread):
-        c *= math.exp(-0.5 * (f.spread * mm_per_px / SPREAD_SD_MM) ** 2)
     if multi:
         if f.source == "ladder":
             c = max(c, 0.5) * INTERPOLATED
@@ -220,6 +291,4 @@ def _confidence(
             c *= NO_LADDER
         if name.startswith("L") and lad.counts_agree is False:
             c *= COUNTS_DISAGREE
-    if mirror_shift_mm is not None:
-        c *= math.exp(-0.5 * (mirror_shift_mm / FLIP_SD_MM) ** 2)
     return float(np.clip(c, 0.0, 1.0))

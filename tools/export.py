@@ -24,6 +24,7 @@ import openvino as ov
 import torch
 
 from l3edge.metadata import RT_INFO_KEY, ModelMetadata, ModelSpace
+from l3edge.place import CONFIDENCE_VERSION
 from tools.checkpoint import load_checkpoint, sha256_file
 from tools.models import OUTPUT_STRIDE, L3Net, build_model, describe
 
@@ -63,6 +64,7 @@ def metadata_from_checkpoint(ckpt: Mapping[str, Any], parent_sha256: str, **over
         "outputs": int(ckpt.get("outputs", 2)),
         "metrics": dict(ckpt.get("metrics") or {}),
         "exported_with": {"torch": torch.__version__, "openvino": ov.__version__, "onnx_opset": OPSET},
+        "confidence": CONFIDENCE_VERSION,  # its review_below is chosen for this confidence (l3edge.place)
     }
     if pruning:
         extra["pruning"] = dict(pruning)

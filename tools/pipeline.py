@@ -21,7 +21,7 @@ import numpy as np
 
 from l3edge.errors import UsageError
 from l3edge.metadata import ModelMetadata, ModelSpace
-from l3edge.place import PlacedLevel, place_levels
+from l3edge.place import PlacedLevel, place_levels, review_below
 from l3edge.preprocess import normalize
 from l3edge.refine import refine_zs
 from tools.data import CachedScan, load_cache
@@ -180,6 +180,9 @@ def _score(scan: CachedScan, labels: LevelLabels, k: int, p: PlacedLevel) -> dic
     """One level's answer against its label: found, errors, inside the body."""
     z_label, in_view = float(labels.rows[k]), bool(labels.in_view[k] and labels.known[k])
     z_label = float(scan.grid.row_to_z(z_label)) if math.isfinite(z_label) else math.nan
+    top, bottom = labels.body_z[k]
+    if in_view and math.isfinite(top) and math.isfinite(bottom):
+        in_view = _whole(top, bottom, scan.z_slices)  # a body the scan's end cuts should not be found
     truth_slice = int(np.argmin(np.abs(scan.z_slices - z_label))) if in_view else None
     r: dict[str, Any] = {
         "in_view": in_view,
@@ -195,11 +198,18 @@ def _score(scan: CachedScan, labels: LevelLabels, k: int, p: PlacedLevel) -> dic
     if in_view and p.row is not None and p.z_mm is not None and truth_slice is not None:
         r["error_slices"] = abs(p.row - truth_slice)
         r["error_mm"] = round(abs(p.z_mm - z_label), 3)
-    top, bottom = labels.body_z[k]
     if in_view and math.isfinite(top) and math.isfinite(bottom):
         lo, hi = sorted((top, bottom))
         r["in_body"] = bool(p.z_mm is not None and lo <= p.z_mm <= hi)
     return r
+
+
+def _whole(top: float, bottom: float, z_slices: np.ndarray) -> bool:
+    """Both endplates of a body inside the scanned range (slice centres plus half a slice)."""
+    z = np.asarray(z_slices, dtype=np.float64)
+    half = float(np.median(np.abs(np.diff(z)))) / 2 if z.size > 1 else 0.0
+    lo, hi = sorted((top, bottom))
+    return bool(z.min() - half <= lo and hi <= z.max() + half)
 
 
 def _sacrum_count_body(scan: CachedScan, level: str) -> tuple[float, float] | None:
@@ -250,7 +260,7 @@ def locate_cached(
         confidence=round(p.confidence, 4),
         presence=round(p.presence, 4),
         ramp_r=round(p.ramp_r, 4),
-        review=placed.review(level, meta.review_below),
+        review=placed.review(level, review_below(meta)),
         review_other=placed.review(level, 0.0),
         counts_agree=placed.counts_agree,
         ms=round(ms, 2),

@@ -32,6 +32,8 @@ def info(
         d["path"], d["found_via"] = str(location.path), location.source
         typer.echo(json.dumps(d))
         return
+    from l3edge.place import review_below  # the threshold the runtime applies to this model
+
     s = meta.space
     windows = ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in s.intensity_windows)
     stride = (
@@ -43,7 +45,7 @@ def info(
         ("version", meta.version),
         ("level", meta.level),
         ("levels", ", ".join(meta.model_levels)),
-        ("review below", f"confidence {meta.review_below:g}"),
+        ("review below", f"confidence {review_below(meta):g}"),
         ("architecture", meta.architecture or "-"),
         ("precision", meta.precision),
         (
