@@ -5,8 +5,9 @@ for how vertebral levels are named in the anatomical variants.
 """
 
 from l3edge.phantom.anatomy import Anatomy, Truth, build_anatomy
-from l3edge.phantom.config import GENERATOR_VERSION, REGIONS, PhantomConfig, sample_config
+from l3edge.phantom.config import GENERATOR_VERSION, REGIONS, PhantomConfig
 from l3edge.phantom.render import fast_projection, project_full, render_slices
+from l3edge.phantom.sampling import sample_config
 from l3edge.phantom.writers import write_phantom
 
 __all__ = [

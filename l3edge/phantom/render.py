@@ -17,8 +17,9 @@ from scipy.ndimage import gaussian_filter, uniform_filter1d
 
 from l3edge.phantom.anatomy import Anatomy, Truth, build_anatomy
 from l3edge.phantom.artifacts import apply_artifacts, artifact_fields
-from l3edge.phantom.config import PhantomConfig, sample_config
+from l3edge.phantom.config import PhantomConfig
 from l3edge.phantom.primitives import Box, Capsule, Primitive, Tube
+from l3edge.phantom.sampling import sample_config
 from l3edge.phantom.texture import apply_texture, texture_field
 from l3edge.series import Projection
 

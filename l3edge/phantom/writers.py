@@ -19,8 +19,9 @@ import numpy as np
 
 from l3edge.errors import UsageError
 from l3edge.phantom.anatomy import Truth, build_anatomy
-from l3edge.phantom.config import PhantomConfig, sample_config
+from l3edge.phantom.config import PhantomConfig
 from l3edge.phantom.render import render_slice
+from l3edge.phantom.sampling import sample_config
 
 _SYNTAX = {
     "explicit": "1.2.840.10008.1.2.1",
