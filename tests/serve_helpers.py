@@ -76,8 +76,10 @@ def serve(
         f.close()
 
 
-def zip_folder(folder: Path, out: Path, extra: dict[str, bytes] | None = None) -> Path:
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+def zip_folder(
+    folder: Path, out: Path, extra: dict[str, bytes] | None = None, method: int = zipfile.ZIP_DEFLATED
+) -> Path:
+    with zipfile.ZipFile(out, "w", method) as z:
         for p in sorted(folder.rglob("*")):
             if p.is_file():
                 z.write(p, p.relative_to(folder).as_posix())
