@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +12,11 @@ import pytest
 
 from tests.conftest import SMALL_PHANTOM, write_band_series
 from tests.serve_helpers import free_port, serve, zip_folder
+from tools.service import ORTHANC, Orthanc, running
 
 httpx = pytest.importorskip("httpx", reason="the serve tests need httpx (the test extra)")
 pynetdicom = pytest.importorskip("pynetdicom", reason="l3edge serve --dicom needs the serve extra")
 pytest.importorskip("highdicom", reason="l3edge serve --dicom needs the serve extra")
-ORTHANC = Path("/usr/sbin/Orthanc")
 
 
 def wait_for(check, timeout: float = 60, what: str = "") -> object:
@@ -35,50 +34,17 @@ def rows(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     if not ORTHANC.exists():
         pytest.skip("Orthanc is not installed (Debian package orthanc; .ci/run installs it)")
-    tmp = tmp_path_factory.mktemp("orthanc")
-    ports = {"http": free_port(), "dicom": free_port(), "node": free_port()}
-    config = {
-        "Name": "l3edge-test",
-        "StorageDirectory": str(tmp / "db"),
-        "IndexDirectory": str(tmp / "db"),
-        "HttpPort": ports["http"],
-        "DicomPort": ports["dicom"],
-        "DicomAet": "ORTHANC",
-        "RemoteAccessAllowed": False,  # HTTP answers loopback only
-        "AuthenticationEnabled": False,
-        "Plugins": [],
-        "DicomModalities": {"l3edge": ["L3EDGE", "127.0.0.1", ports["node"]]},
-        "DicomAlwaysAllowStore": False,  # only the l3edge modality, from 127.0.0.1, may store
-        "DicomCheckModalityHost": True,
-    }
-    (tmp / "orthanc.json").write_text(json.dumps(config))
-    log = (tmp / "orthanc.log").open("w")
-    proc = subprocess.Popen([str(ORTHANC), str(tmp / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{ports['http']}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/system", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return proc.poll() is not None
-
-    try:
-        wait_for(up, 30, "Orthanc")
-        assert proc.poll() is None, (tmp / "orthanc.log").read_text()[-2000:]
-        yield {"base": base, **ports}
-    finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
+    with running(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
 
 
-def test_orthanc_sends_a_study_and_gets_the_sc_and_sr_back(orthanc: dict, tmp_path: Path) -> None:
+def test_orthanc_sends_a_study_and_gets_the_sc_and_sr_back(orthanc: Orthanc, tmp_path: Path) -> None:
     import pydicom
 
-    base = orthanc["base"]
+    base = orthanc.base
     from l3edge.phantom import write_phantom
 
     study = (
@@ -91,8 +57,8 @@ def test_orthanc_sends_a_study_and_gets_the_sc_and_sr_back(orthanc: dict, tmp_pa
     assert up.status_code == 200, up.text
     study_id = up.json()[0]["ParentStudy"]
     out = tmp_path / "results.jsonl"
-    args = ["--dicom", f"127.0.0.1:{orthanc['node']}", "--idle", "1", "--out", str(out)]
-    args += ["--spool", str(tmp_path / "spool"), "--send-to", f"ORTHANC@127.0.0.1:{orthanc['dicom']}"]
+    args = ["--dicom", f"127.0.0.1:{orthanc.node_port}", "--idle", "1", "--out", str(out)]
+    args += ["--spool", str(tmp_path / "spool"), "--send-to", orthanc.send_to]
     with serve(args, tmp_path / "node.log"):
         sent = httpx.post(f"{base}/modalities/l3edge/store", content=study_id, timeout=120)
         assert sent.status_code == 200 and sent.json()["FailedInstancesCount"] == 0, sent.text

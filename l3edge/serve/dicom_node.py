@@ -145,7 +145,7 @@ class DicomNode:
             return
         n = sum(1 for _ in pending.folder.glob("*.dcm"))
         qa_dir = self.spool.root / ".qa" / pending.series_uid
-        options: dict[str, Any] = {"series_uid": pending.series_uid}
+        options: dict[str, Any] = {}  # the folder holds this one series
         if self.config.send_to:  # the QA picture travels as the Secondary Capture
             options["qa_dir"] = str(qa_dir)
         try:
