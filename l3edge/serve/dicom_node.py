@@ -93,7 +93,7 @@ class DicomNode:
         ae.maximum_associations = 32
         ae.add_supported_context(CT_IMAGE_STORAGE, readable_syntaxes())
         ae.add_supported_context(Verification)
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_RELEASED, self._on_released),
@@ -140,7 +140,7 @@ class DicomNode:
     def _finish(self, pending: Pending) -> None:
         """Predict one series, send the result back, write its row, then let the spool forget it."""
         path = str(pending.folder)
-        if path in self._done_paths:  # its row was written before a restart: only the cleanup was left
+        if pending.leftover and path in self._done_paths:  # its row was written before a restart: clean up
             self.spool.done(pending)
             return
         n = sum(1 for _ in pending.folder.glob("*.dcm"))

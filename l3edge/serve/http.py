@@ -198,7 +198,7 @@ class Results:
         d = _scrub(result.to_dict(), scan, name)
         d["path"], d["id"] = name, rid
         folder = self.root / rid
-        moves = []
+        moves: list[tuple[Path, str, str | None]] = []
         if result.qa_path:
             moves.append((Path(result.qa_path), "qa.png", "qa_path"))
         if result.export_path:
@@ -216,7 +216,8 @@ class Results:
         return d
 
     def prune(self) -> None:
-        folders = sorted((p for p in self.root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        kept = (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))  # not .work-
+        folders = sorted(kept, key=lambda p: p.stat().st_mtime)
         for p in folders[: max(0, len(folders) - self.keep)]:
             shutil.rmtree(p, ignore_errors=True)
 

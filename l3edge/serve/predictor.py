@@ -89,7 +89,9 @@ class Predictor:
         t0 = time.perf_counter()
         try:
             answer = (self._scan or predict)(self.locator, path, options)
-            return list(answer) if isinstance(answer, list | tuple) else [answer]
+            if isinstance(answer, list | tuple):
+                return list(answer)
+            return [answer]  # type: ignore[list-item]
         except L3EdgeError:
             raise
         except Exception as exc:

@@ -44,6 +44,8 @@ class Pending:
     count: int = 0
     aborted: bool = False
     running: bool = False
+    leftover: bool = False
+    """Found in the spool when the node started (its row may already be written)."""
     again: bool = False
     """Instances came while it was being predicted: it is predicted again (nothing received is lost)."""
 
@@ -67,7 +69,7 @@ class Spool:
         for study in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for folder in sorted(p for p in study.iterdir() if p.is_dir()):
                 n = sum(1 for f in folder.glob("*.dcm"))
-                self._series[folder] = Pending(folder, 0.0, n, (folder / ABORTED).exists())
+                self._series[folder] = Pending(folder, 0.0, n, (folder / ABORTED).exists(), leftover=True)
 
     def store(self, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> Path:
         """Write one instance (a DICOM file's bytes) into its series folder.
