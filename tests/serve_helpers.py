@@ -14,7 +14,7 @@ __all__ = ["ROOT", "faulty", "free_port", "serve", "zip_folder"]
 
 
 def faulty(locator: Any, path: str, options: dict[str, Any]) -> Any:
-    """A zip with a member named ``boom`` raises an unexpected exception, ``hang`` sleeps 20 s; else
+    """A zip with a member named ``boom`` raises an unexpected exception, ``hang`` sleeps 6 s; else
     predicts as the server would."""
     names: set[str] = set()
     if path.endswith(".zip"):
@@ -23,7 +23,7 @@ def faulty(locator: Any, path: str, options: dict[str, Any]) -> Any:
         if "boom" in names:
             raise RuntimeError("synthetic failure")
         if "hang" in names:
-            time.sleep(20)
+            time.sleep(6)
     from l3edge.batch import predict
 
     return predict(locator, path, options)

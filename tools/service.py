@@ -38,6 +38,16 @@ class Orthanc:
         return f"ORTHANC@127.0.0.1:{self.dicom_port}"
 
 
+def stop(proc: subprocess.Popen, wait_s: float) -> None:
+    """SIGTERM, then SIGKILL after ``wait_s`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def config(folder: Path, http_port: int, dicom_port: int, node_port: int) -> dict:
     return {
         "Name": "l3edge-test",
@@ -80,12 +90,7 @@ def running(folder: Path, timeout: float = 30) -> Iterator[Orthanc]:
             time.sleep(0.2)
         yield Orthanc(base, dicom_port, node_port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, 15)
         log.close()
 
 
@@ -118,12 +123,7 @@ def serve(
             time.sleep(0.2)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc, 10)
         f.close()
 
 
