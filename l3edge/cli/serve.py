@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -96,7 +97,7 @@ def serve(
         predictor = Predictor({"model": model, "threads": threads}, workers=workers, queue=queue, scan=scan)
     except L3EdgeError as exc:
         raise fail("serve", exc) from None
-    node = None
+    node, root = None, None
     try:
         if dicom_at is not None:
             from l3edge.serve.dicom_node import DicomNode, NodeConfig
@@ -114,19 +115,25 @@ def serve(
         if http_at is not None:
             from l3edge.serve.http import HttpConfig, serve_http
 
-            root = state or Path(tempfile.mkdtemp(prefix="l3edge-serve-"))
-            cfg = HttpConfig(
-                state_dir=root, token=token, max_upload=int(max_upload_mb * 2**20), keep_results=keep_results
-            )
+            root = None if state else Path(tempfile.mkdtemp(prefix="l3edge-serve-"))
+            limit = int(max_upload_mb * 2**20)
+            where = state if state is not None else root
+            assert where is not None
+            cfg = HttpConfig(state_dir=where, token=token, max_upload=limit, keep_results=keep_results)
             typer.echo(f"l3edge: HTTP API on http://{http_at[0]}:{http_at[1]} (docs at /docs)", err=True)
             serve_http(predictor, cfg, *http_at, verbose=verbose)
         elif node is not None:
             node.wait()
     except L3EdgeError as exc:
         raise fail("serve", exc) from None
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        error("serve", f"cannot listen: {exc.strerror or exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         pass
     finally:
         if node is not None:
             node.stop()
         predictor.close()
+        if root is not None:  # the default state folder goes with the server
+            shutil.rmtree(root, ignore_errors=True)
