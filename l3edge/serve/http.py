@@ -48,6 +48,8 @@ MAX_FILES = 20000
 RESULT_FILES = {"qa.png": "image/png", "slice.dcm": "application/dicom", "slice.png": "image/png"}
 RESULT_FILES["slice.nii.gz"] = "application/gzip"
 TAIL = "l3edge.body_tail"
+OPEN = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+"""Paths answered without the token: the probe and the documentation (no data in either)."""
 _RID = re.compile(r"^[0-9a-f]{32}(-[0-9]{1,4})?$")
 _MULTIPART = {
     "requestBody": {
@@ -78,7 +80,7 @@ class HttpConfig:
     state_dir: Path
     """``uploads/`` (one folder per request, deleted when answered) and ``results/`` live here."""
     token: str | None = None
-    """Every request but ``/health`` needs ``Authorization: Bearer <token>`` (None: no check)."""
+    """Every request but ``OPEN`` needs ``Authorization: Bearer <token>`` (None: no check)."""
     max_upload: int = 4 << 30
     """Bytes of one request body (413 past it)."""
     max_unpacked: int = 16 << 30
@@ -111,7 +113,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.token is not None and scope["path"] != "/health":
+        if self.token is not None and scope["path"] not in OPEN:
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.token):
                 line = error_line("request", "missing or wrong token: send 'Authorization: Bearer <token>'")
