@@ -25,6 +25,11 @@ def test_cli_does_not_import_torch() -> None:
         "assert r.exit_code == 0, r.output\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'dask' not in sys.modules and 'distributed' not in sys.modules, 'dask was imported'\n"
+        "r = CliRunner().invoke(l3edge.cli.app, ['serve', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "stack = ('fastapi', 'starlette', 'uvicorn', 'pynetdicom', 'highdicom')\n"
+        "heavy = [m for m in stack if m in sys.modules]\n"
+        "assert not heavy, f'the server stack was imported: {heavy}'\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -1,6 +1,7 @@
 """Command line: parses arguments, calls the API, maps errors to exit codes. Nothing else.
 
-One module per command (predict, report, export, info, phantom and demo); ``common`` holds what they share.
+One module per command (predict, report, export, info, phantom and demo, serve); ``common`` holds what they
+share.
 Exit codes: 0 every scan processed (L3 found or reported absent); 2 usage error; 3 at least one scan could
 not be read (the others are still processed and written); 4 the model is missing or invalid; 130 interrupted
 (Ctrl-C; the rows written so far stay, ``--resume`` continues).
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from l3edge import __version__
-from l3edge.cli import export, info, phantom, predict, report
+from l3edge.cli import export, info, phantom, predict, report, serve
 from l3edge.cli.common import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE
 
 __all__ = ["EXIT_INPUT", "EXIT_MODEL", "EXIT_OK", "EXIT_USAGE", "app", "main"]
@@ -32,6 +33,7 @@ app.command()(export.export)
 app.command()(info.info)
 app.command()(phantom.phantom)
 app.command()(phantom.demo)
+app.command()(serve.serve)
 
 
 def _version(value: bool) -> None:
