@@ -32,6 +32,25 @@ def _scan_function(spec: str | None) -> Any:
         raise UsageError(f"--scan-function {spec!r}: cannot import it ({type(exc).__name__})") from None
 
 
+def _start_node(
+    predictor: Any,
+    at: tuple[str, int],
+    ae_title: str,
+    spool: Path,
+    out: Path,
+    idle: float,
+    send_to: str | None,
+) -> Any:
+    """Start the DICOM node (a storage SCP writing into ``spool``) on ``at``; returns it running."""
+    from l3edge.serve.dicom_node import DicomNode, NodeConfig
+
+    config = NodeConfig(ae_title=ae_title, spool=spool, out=out, idle_s=idle, send_to=send_to)
+    node = DicomNode(predictor, config)
+    node.start(*at)
+    typer.echo(f"l3edge: DICOM node {ae_title} on {at[0]}:{at[1]}", err=True)
+    return node
+
+
 def serve(
     http: Annotated[
         str | None, typer.Option(help="Serve the HTTP API on [HOST:]PORT (host default 127.0.0.1).")
@@ -100,18 +119,9 @@ def serve(
     node, root = None, None
     try:
         if dicom_at is not None:
-            from l3edge.serve.dicom_node import DicomNode, NodeConfig
-
-            config = NodeConfig(
-                ae_title=ae_title,
-                spool=spool or out.parent / "l3edge-spool",
-                out=out,
-                idle_s=idle,
-                send_to=send_to,
+            node = _start_node(
+                predictor, dicom_at, ae_title, spool or out.parent / "l3edge-spool", out, idle, send_to
             )
-            node = DicomNode(predictor, config)
-            node.start(*dicom_at)
-            typer.echo(f"l3edge: DICOM node {ae_title} on {dicom_at[0]}:{dicom_at[1]}", err=True)
         if http_at is not None:
             from l3edge.serve.http import HttpConfig, serve_http
 
