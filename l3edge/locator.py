@@ -21,7 +21,7 @@ from l3edge.place import PlacedLevel, place_levels
 from l3edge.preprocess import normalize, to_model_space
 from l3edge.refine import refine_rows
 from l3edge.result import L3Result
-from l3edge.runtime import ModelLocation, OVModel, resolve_model
+from l3edge.runtime import CacheDir, ModelLocation, OVModel, resolve_model
 from l3edge.series import Projection
 
 if TYPE_CHECKING:
@@ -89,9 +89,11 @@ class L3Locator:
         inference_precision: str | None = None,
         refine: bool = True,
         mirror: bool = True,
+        cache_dir: CacheDir = None,
     ) -> L3Locator:
         """Find, check and compile the model (explicit path, then ``$L3EDGE_MODEL``, then the bundled model),
-        and its refiner when its metadata names one and ``refine`` is true.
+        and its refiner when its metadata names one and ``refine`` is true. Compiled models are cached in
+        ``cache_dir`` (default ``$L3EDGE_CACHE_DIR``, else the user's cache folder; False: no cache).
 
         Raises:
             ModelError: no usable model, or a missing or unusable refiner.
@@ -100,7 +102,9 @@ class L3Locator:
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         location = resolve_model(model)
-        kw: dict[str, Any] = dict(device=device, threads=threads, inference_precision=inference_precision)
+        kw: dict[str, Any] = dict(
+            device=device, threads=threads, inference_precision=inference_precision, cache_dir=cache_dir
+        )
         ov_model = OVModel.load(location.path, **kw)
         refiner = None
         name = ov_model.metadata.refiner

@@ -101,6 +101,13 @@ def predict(
     refine: Annotated[
         bool, typer.Option(help="Use the model's refiner, when it has one, to place L3 more finely.")
     ] = True,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            help="Keep compiled models in the cache folder ($L3EDGE_CACHE_DIR, default ~/.cache/l3edge) so "
+            "that the next run starts faster."
+        ),
+    ] = True,
     level: Annotated[
         str | None,
         typer.Option(help="Vertebral level the result describes (default: the model's, L3): T12, L1, S1..."),
@@ -144,6 +151,8 @@ def predict(
         inference_precision=precision.value if precision else None,
         refine=refine,
     )
+    if not cache:
+        load["cache_dir"] = False
     if export is not None:
         try:
             export.mkdir(parents=True, exist_ok=True)
