@@ -166,10 +166,40 @@ def _read(xml: Path) -> ov.Model:
         raise ModelError(f"OpenVINO cannot read {xml}: {first.strip()[:200]}") from exc
 
 
+_READ_AHEAD: dict[tuple[object, ...], ov.Model] = {}
+"""The model :func:`load_metadata` last read, kept for the :meth:`OVModel.load` that usually follows (the CLI
+checks ``--level`` before loading), so that the IR is parsed once. Keyed by the files' path, size and mtime;
+taken (not shared) by the load."""
+_READ_AHEAD_LOCK = threading.Lock()
+
+
+def _files_key(xml: Path) -> tuple[object, ...]:
+    a, b = xml.stat(), xml.with_suffix(".bin").stat()
+    return (str(xml.resolve()), a.st_size, a.st_mtime_ns, b.st_size, b.st_mtime_ns)
+
+
 def load_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read only the metadata of the IR at ``path`` (no compilation)."""
     xml = Path(path)
-    return read_metadata(_read(xml), xml)
+    model = _read(xml)
+    meta = read_metadata(model, xml)
+    with _READ_AHEAD_LOCK:
+        _READ_AHEAD.clear()  # one at most
+        _READ_AHEAD[_files_key(xml)] = model
+    return meta
+
+
+def _read_once(xml: Path) -> ov.Model:
+    """The model read by the last :func:`load_metadata` of these very files, else a fresh read."""
+    with _READ_AHEAD_LOCK:
+        if _READ_AHEAD:
+            try:
+                model = _READ_AHEAD.pop(_files_key(xml), None)
+            except OSError:
+                model = None
+            if model is not None:
+                return model
+    return _read(xml)
 
 
 class OVModel:
@@ -230,7 +260,7 @@ class OVModel:
             ModelError: missing or unreadable model, missing metadata, or a model OpenVINO cannot compile.
         """
         xml = Path(path)
-        model = _read(xml)
+        model = _read_once(xml)
         meta = read_metadata(model, xml)
         names = {n for inp in model.inputs for n in inp.get_names()}
         if len(model.inputs) != 1 or meta.input_name not in names:

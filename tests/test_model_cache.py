@@ -111,3 +111,35 @@ def test_predict_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert len(_blobs(cache)) == 1
+
+
+def test_predict_reads_and_compiles_each_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model with a refiner, and --level (which checks the model's levels before loading it): each IR is
+    parsed once and compiled once."""
+    from dataclasses import replace
+
+    from tests.tiny_model import tiny_metadata, tiny_refiner_metadata
+
+    save_tiny_model(tmp_path / "refiner.xml", metadata=tiny_refiner_metadata())
+    xml = save_tiny_model(tmp_path / "main.xml", metadata=replace(tiny_metadata(), refiner="refiner.xml"))
+    scan = write_band_series(tmp_path / "scan")
+    reads: list[str] = []
+    compiles: list[str] = []
+    read, compile_model = runtime.ov.Core.read_model, runtime.ov.Core.compile_model
+
+    def counting_read(self: object, model: object, *a: object, **k: object) -> object:
+        reads.append(Path(str(model)).name)
+        return read(self, model, *a, **k)
+
+    def counting_compile(self: object, model: object, *a: object, **k: object) -> object:
+        compiles.append(model.get_friendly_name() if hasattr(model, "get_friendly_name") else str(model))
+        return compile_model(self, model, *a, **k)
+
+    monkeypatch.setattr(runtime.ov.Core, "read_model", counting_read)
+    monkeypatch.setattr(runtime.ov.Core, "compile_model", counting_compile)
+    args = ["predict", str(scan), "--model", str(xml), "--level", "L3", "--json", "--workers", "1"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert '"found": true' in r.output
+    assert sorted(reads) == ["main.xml", "refiner.xml"]
+    assert len(compiles) == 2
