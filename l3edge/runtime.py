@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from importlib import resources
@@ -21,10 +22,38 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import openvino as ov
 
 from l3edge.errors import ModelError
 from l3edge.metadata import RT_INFO_KEY, ModelMetadata
+
+
+def _import_openvino_runtime() -> None:
+    """Import openvino without the model converter its ``__init__`` pulls in (``openvino.tools.ovc``, inside
+    a ``try: ... except ImportError``): the runtime only reads IRs, and the converter is about half of
+    openvino's import time (0.1 s or more), and starts OpenVINO's telemetry client on every import. Whoever
+    converts a model in this process still can: ``openvino.convert_model`` imports it on first call."""
+    if "openvino" in sys.modules:
+        return
+    sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]  # an ImportError for that import
+    try:
+        import openvino
+    except ImportError:  # an openvino that needs it after all: the usual import
+        del sys.modules["openvino.tools.ovc"]
+        import openvino
+    if "openvino.tools.ovc" in sys.modules and sys.modules["openvino.tools.ovc"] is None:
+        del sys.modules["openvino.tools.ovc"]  # a later `import openvino.tools.ovc` works as usual
+    if not hasattr(openvino, "convert_model"):
+
+        def convert_model(*args: Any, **kwargs: Any) -> Any:
+            from openvino.tools.ovc import convert_model as convert
+
+            return convert(*args, **kwargs)
+
+        openvino.convert_model = convert_model
+
+
+_import_openvino_runtime()
+import openvino as ov  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -77,3 +77,14 @@ def test_each_command_imports_only_what_it_uses(tmp_path: Path, tiny_model: Path
         "print('ok')\n"
     )
     assert _run(code, str(nifti), str(tiny_model), str(tmp_path / "phantom")).strip().endswith("ok")
+
+
+def test_the_runtime_leaves_openvinos_converter_out_but_reachable() -> None:
+    code = (
+        "import sys\nimport l3edge.runtime\nimport openvino\n"
+        "left = [m for m in ('openvino.tools.ovc', 'openvino_telemetry') if m in sys.modules]\n"
+        "assert not left, f'imported {left}'\n"
+        "from openvino import convert_model\nassert callable(convert_model)\n"
+        "import openvino.tools.ovc\nassert callable(openvino.tools.ovc.convert_model)\nprint('ok')\n"
+    )
+    assert _run(code).strip() == "ok"
