@@ -171,8 +171,12 @@ def cache_folder(xml: Path, weights: Path, cache_dir: CacheDir = None) -> Path |
     if root is None:
         return None
     digest = hashlib.sha256()
-    for part in (xml, weights):
-        digest.update(hashlib.sha256(part.read_bytes()).digest())
+    try:
+        for part in (xml, weights):
+            digest.update(hashlib.sha256(part.read_bytes()).digest())
+    except OSError as exc:  # OpenVINO reports an unreadable model better: no cache for it
+        log.info("compiled-model cache off: cannot read %s (%s)", xml, exc.strerror or exc)
+        return None
     version = re.sub(r"[^A-Za-z0-9.]+", "_", ov.get_version()).strip("_")[:64]
     folder = root / f"openvino-{version}" / digest.hexdigest()[:32]
     try:
