@@ -181,6 +181,23 @@ def _conform(arr: np.ndarray, h: Header, frame: bytes, fix: bool = True) -> np.n
     return arr
 
 
+def has_end_marker(frame: bytes) -> bool:
+    """Whether a compressed frame (JPEG, JPEG-LS, or a JPEG 2000 codestream) ends with its end marker (EOI /
+    EOC, ``FF D9``); one without it was cut short, even when it still decodes.
+
+    DICOM stores a frame in fragments of even length (PS3.5 A.4), so an odd-length codestream gets one pad
+    byte after its marker: 00 by the standard, another value from some writers (a vendor's JPEG Lossless
+    series ends ``FF D9 90``). So the marker ends at ``len``, or at ``len - 1`` when the frame's length is
+    even: only then is the last byte a pad (an odd length with the marker at ``len - 1`` has a byte that pads
+    nothing). Runs of 00 after the marker (writers that pad a fragment further) are accepted too, as before.
+    """
+    if frame.endswith(_END_MARKER):
+        return True
+    if len(frame) % 2 == 0 and frame[-3:-1] == _END_MARKER:
+        return True
+    return frame.rstrip(b"\x00").endswith(_END_MARKER)
+
+
 def _decode_fast(
     h: Header, source: Source, codecs: ModuleType, fix: bool = True
 ) -> tuple[np.ndarray, list[str]]:
@@ -201,7 +218,7 @@ def _decode_fast(
     if arr.shape != (h.rows, h.cols) and not (arr.ndim == 1 and arr.size == h.rows * h.cols):
         raise ValueError(f"decoded shape {arr.shape}")
     notes = []
-    if ts != RLELossless and not frame.rstrip(b"\x00").endswith(_END_MARKER):
+    if ts != RLELossless and not has_end_marker(frame):
         notes.append("compressed frame ends without its end marker (truncated data); decoded anyway")
     return _conform(arr.reshape(h.rows, h.cols), h, frame, fix), notes
 

@@ -23,7 +23,7 @@ from l3edge.errors import ModelError, UsageError
 from l3edge.metadata import ModelMetadata
 from l3edge.options import PredictOptions
 from l3edge.result import L3Result
-from l3edge.runtime import ModelLocation, OVModel, resolve_model
+from l3edge.runtime import CacheDir, ModelLocation, OVModel, resolve_model
 from l3edge.scan import Scan
 from l3edge.series import Projection
 
@@ -83,9 +83,11 @@ class L3Locator:
         inference_precision: str | None = None,
         refine: bool = True,
         mirror: bool = True,
+        cache_dir: CacheDir = None,
     ) -> L3Locator:
         """Find, check and compile the model (explicit path, then ``$L3EDGE_MODEL``, then the bundled model),
-        and its refiner when its metadata names one and ``refine`` is true.
+        and its refiner when its metadata names one and ``refine`` is true. Compiled models are cached in
+        ``cache_dir`` (default ``$L3EDGE_CACHE_DIR``, else the user's cache folder; False: no cache).
 
         Raises:
             ModelError: no usable model, or a missing or unusable refiner.
@@ -94,7 +96,9 @@ class L3Locator:
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         location = resolve_model(model)
-        kw: dict[str, Any] = dict(device=device, threads=threads, inference_precision=inference_precision)
+        kw: dict[str, Any] = dict(
+            device=device, threads=threads, inference_precision=inference_precision, cache_dir=cache_dir
+        )
         ov_model = OVModel.load(location.path, **kw)
         refiner = None
         name = ov_model.metadata.refiner
@@ -251,7 +255,7 @@ def locate(path: str | os.PathLike[str], model: str | os.PathLike[str] | None = 
     refine, mirror) or to :meth:`L3Locator.predict` (series_uid, qa_dir, level, export_dir,
     export_neighbours).
     """
-    load_keys = {"device", "threads", "stride", "mode", "inference_precision", "refine", "mirror"}
+    load_keys = {"device", "threads", "stride", "mode", "inference_precision", "refine", "mirror", "cache_dir"}
     load_kw = {k: v for k, v in kw.items() if k in load_keys}
     predict_kw = {k: v for k, v in kw.items() if k not in load_keys}
     try:

@@ -3,27 +3,64 @@
 The only module importing openvino. Lookup order (never the network): an explicit path, then
 the ``L3EDGE_MODEL`` environment variable, then the model bundled as package data
 (``l3edge/models/default.xml``).
+
+Compiled models are kept in OpenVINO's model cache (``CACHE_DIR``) so that a later process imports the
+compiled model instead of compiling it again (see :func:`cache_folder`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
+import sys
 import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import openvino as ov
 
 from l3edge.errors import ModelError
 from l3edge.metadata import RT_INFO_KEY, ModelMetadata
 
+
+def _import_openvino_runtime() -> None:
+    """Import openvino without the model converter its ``__init__`` pulls in (``openvino.tools.ovc``, inside
+    a ``try: ... except ImportError``): the runtime only reads IRs, and the converter is about half of
+    openvino's import time (0.1 s or more), and starts OpenVINO's telemetry client on every import. Whoever
+    converts a model in this process still can: ``openvino.convert_model`` imports it on first call."""
+    if "openvino" in sys.modules:
+        return
+    sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]  # an ImportError for that import
+    try:
+        import openvino
+    except ImportError:  # an openvino that needs it after all: the usual import
+        del sys.modules["openvino.tools.ovc"]
+        import openvino
+    if "openvino.tools.ovc" in sys.modules and sys.modules["openvino.tools.ovc"] is None:
+        del sys.modules["openvino.tools.ovc"]  # a later `import openvino.tools.ovc` works as usual
+    if not hasattr(openvino, "convert_model"):
+
+        def convert_model(*args: Any, **kwargs: Any) -> Any:
+            from openvino.tools.ovc import convert_model as convert
+
+            return convert(*args, **kwargs)
+
+        openvino.convert_model = convert_model
+
+
+_import_openvino_runtime()
+import openvino as ov  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "L3EDGE_MODEL"
+CACHE_ENV_VAR = "L3EDGE_CACHE_DIR"
+CACHE_OFF = ("off", "0", "false", "no")
+"""Values of ``$L3EDGE_CACHE_DIR`` that switch the compiled-model cache off."""
 BUNDLED_NAME = "default.xml"
 PRECISIONS = ("f32", "f16", "bf16")
 
@@ -97,6 +134,62 @@ def read_metadata(model: ov.Model, where: str | os.PathLike[str] = "model") -> M
     return ModelMetadata.from_json(text)
 
 
+CacheDir = str | os.PathLike[str] | Literal[False] | None
+"""Where compiled models are cached: a folder, False for no cache, None for the default (see
+:func:`cache_root`)."""
+
+
+def cache_root(cache_dir: CacheDir = None) -> Path | None:
+    """The compiled-model cache folder: ``cache_dir``, else ``$L3EDGE_CACHE_DIR``, else the user's cache
+    folder (``$XDG_CACHE_HOME/l3edge`` or ``~/.cache/l3edge`` on Linux, ``~/Library/Caches/l3edge`` on macOS,
+    ``%LOCALAPPDATA%\\l3edge\\Cache`` on Windows). None when the cache is off (``cache_dir=False``, or
+    ``L3EDGE_CACHE_DIR=off``)."""
+    if cache_dir is False:
+        return None
+    if cache_dir is not None and str(cache_dir) != "":
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV_VAR, "").strip()
+    if env.lower() in CACHE_OFF:
+        return None
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("l3edge", appauthor=False))
+
+
+def cache_folder(xml: Path, weights: Path, cache_dir: CacheDir = None) -> Path | None:
+    """The folder OpenVINO caches this model's compiled form in, created; None when the cache is off or the
+    folder cannot be written (the model is then compiled on every load, as without a cache).
+
+    The folder is keyed by the OpenVINO version and the SHA-256 of the IR's .xml and .bin, so a blob
+    compiled by another OpenVINO or from another model (a model file replaced in place included) is never
+    looked at. OpenVINO checks its blobs itself as well (device, compile options, its own build), and
+    compiles afresh when a blob cannot be imported.
+    """
+    root = cache_root(cache_dir)
+    if root is None:
+        return None
+    digest = hashlib.sha256()
+    try:
+        for part in (xml, weights):
+            digest.update(hashlib.sha256(part.read_bytes()).digest())
+    except OSError as exc:  # OpenVINO reports an unreadable model better: no cache for it
+        log.info("compiled-model cache off: cannot read %s (%s)", xml, exc.strerror or exc)
+        return None
+    version = re.sub(r"[^A-Za-z0-9.]+", "_", ov.get_version()).strip("_")[:64]
+    folder = root / f"openvino-{version}" / digest.hexdigest()[:32]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.info("compiled-model cache off: cannot create %s (%s)", folder, exc.strerror or exc)
+        return None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        log.info("compiled-model cache off: %s is not writable", folder)
+        return None
+    return folder
+
+
 def _read(xml: Path) -> ov.Model:
     weights = _check_ir_files(xml)
     try:
@@ -106,10 +199,40 @@ def _read(xml: Path) -> ov.Model:
         raise ModelError(f"OpenVINO cannot read {xml}: {first.strip()[:200]}") from exc
 
 
+_READ_AHEAD: dict[tuple[object, ...], ov.Model] = {}
+"""The model :func:`load_metadata` last read, kept for the :meth:`OVModel.load` that usually follows (the CLI
+checks ``--level`` before loading), so that the IR is parsed once. Keyed by the files' path, size and mtime;
+taken (not shared) by the load."""
+_READ_AHEAD_LOCK = threading.Lock()
+
+
+def _files_key(xml: Path) -> tuple[object, ...]:
+    a, b = xml.stat(), xml.with_suffix(".bin").stat()
+    return (str(xml.resolve()), a.st_size, a.st_mtime_ns, b.st_size, b.st_mtime_ns)
+
+
 def load_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read only the metadata of the IR at ``path`` (no compilation)."""
     xml = Path(path)
-    return read_metadata(_read(xml), xml)
+    model = _read(xml)
+    meta = read_metadata(model, xml)
+    with _READ_AHEAD_LOCK:
+        _READ_AHEAD.clear()  # one at most
+        _READ_AHEAD[_files_key(xml)] = model
+    return meta
+
+
+def _read_once(xml: Path) -> ov.Model:
+    """The model read by the last :func:`load_metadata` of these very files, else a fresh read."""
+    with _READ_AHEAD_LOCK:
+        if _READ_AHEAD:
+            try:
+                model = _READ_AHEAD.pop(_files_key(xml), None)
+            except OSError:
+                model = None
+            if model is not None:
+                return model
+    return _read(xml)
 
 
 class OVModel:
@@ -154,6 +277,7 @@ class OVModel:
         device: str = "CPU",
         threads: int | None = None,
         inference_precision: str | None = None,
+        cache_dir: CacheDir = None,
     ) -> OVModel:
         """Read, check and compile the IR at ``path``.
 
@@ -163,12 +287,13 @@ class OVModel:
             threads: INFERENCE_NUM_THREADS (None: OpenVINO's choice).
             inference_precision: ``f32`` forces FP32 arithmetic (some CPUs default to bf16); None leaves
                 OpenVINO's choice.
+            cache_dir: where compiled models are cached (:func:`cache_root`); False: no cache.
 
         Raises:
             ModelError: missing or unreadable model, missing metadata, or a model OpenVINO cannot compile.
         """
         xml = Path(path)
-        model = _read(xml)
+        model = _read_once(xml)
         meta = read_metadata(model, xml)
         names = {n for inp in model.inputs for n in inp.get_names()}
         if len(model.inputs) != 1 or meta.input_name not in names:
@@ -189,6 +314,9 @@ class OVModel:
                     f"inference precision must be one of {PRECISIONS}, not {inference_precision!r}"
                 )
             config["INFERENCE_PRECISION_HINT"] = inference_precision
+        cache = cache_folder(xml, xml.with_suffix(".bin"), cache_dir)
+        if cache is not None:
+            config["CACHE_DIR"] = str(cache)
         try:
             compiled = ov.Core().compile_model(model, device, config)
         except RuntimeError as exc:
@@ -200,7 +328,15 @@ class OVModel:
             used = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         except RuntimeError:  # devices without the property
             used = inference_precision or "default"
-        log.info("model %s (%s %s) compiled for %s, precision %s", xml, meta.name, meta.version, device, used)
+        log.info(
+            "model %s (%s %s) compiled for %s, precision %s, cache %s",
+            xml,
+            meta.name,
+            meta.version,
+            device,
+            used,
+            cache or "off",
+        )
         out = cls(xml, meta, compiled, device, used)
         shape = model.inputs[0].get_partial_shape()
         if shape.is_static:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,19 @@ import pytest
 from tests.tiny_model import band_volume_z, save_tiny_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests (and the processes they start) cache compiled models in a temporary folder, never the user's."""
+    folder = tmp_path_factory.mktemp("compiled_model_cache")
+    before = os.environ.get("L3EDGE_CACHE_DIR")
+    os.environ["L3EDGE_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("L3EDGE_CACHE_DIR", None)
+    else:
+        os.environ["L3EDGE_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -35,3 +35,61 @@ def test_cli_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+HEAVY = ("openvino", "pydicom", "numpy", "scipy", "PIL", "imagecodecs", "nibabel", "torch", "dask", "rich",
+         "pydantic")  # fmt: skip
+"""What ``import l3edge.cli`` must leave for the commands that use it: each costs start-up time (OpenVINO,
+pydicom and numpy together are most of a one-scan run's)."""
+
+
+def _run(code: str, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_cli_import_is_light() -> None:
+    code = (
+        "import sys\nimport l3edge, l3edge.cli\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, f'import l3edge.cli imported {heavy}'\nprint('ok')\n"
+    )
+    assert _run(code).strip() == "ok"
+
+
+def test_each_command_imports_only_what_it_uses(tmp_path: Path, tiny_model: Path) -> None:
+    """Help and version need no model, no DICOM and no numpy; a phantom needs no OpenVINO; a NIfTI scan
+    needs no DICOM reader (nibabel imports pydicom itself, so that is checked on l3edge's DICOM modules)."""
+    from tests.dicom_factory import make_volume, write_nifti
+
+    nifti = write_nifti(tmp_path / "scan.nii.gz", make_volume(nz=20, ny=24, nx=32))
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom l3edge.cli import app\n"
+        "def run(*args, absent=()):\n"
+        "    r = CliRunner().invoke(app, list(args))\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "    there = [m for m in absent if m in sys.modules]\n"
+        "    assert not there, f'{args[0]} imported {there}'\n"
+        "run('--version', absent=('numpy', 'openvino', 'pydicom', 'rich', 'pydantic'))\n"
+        "run('predict', '--help', absent=('numpy', 'openvino', 'pydicom'))\n"
+        "run('phantom', sys.argv[3], '--seed', '1', absent=('openvino',))\n"
+        "dicom = ('l3edge.dicom', 'l3edge.dicom_decode', 'l3edge.dicom_header')\n"
+        "run('predict', sys.argv[1], '--model', sys.argv[2], '--json', '--workers', '1', absent=dicom)\n"
+        "assert 'openvino' in sys.modules and 'nibabel' in sys.modules  # the checks can fail\n"
+        "print('ok')\n"
+    )
+    assert _run(code, str(nifti), str(tiny_model), str(tmp_path / "phantom")).strip().endswith("ok")
+
+
+def test_the_runtime_leaves_openvinos_converter_out_but_reachable() -> None:
+    code = (
+        "import sys\nimport l3edge.runtime\nimport openvino\n"
+        "left = [m for m in ('openvino.tools.ovc', 'openvino_telemetry') if m in sys.modules]\n"
+        "assert not left, f'imported {left}'\n"
+        "from openvino import convert_model\nassert callable(convert_model)\n"
+        "import openvino.tools.ovc\nassert callable(openvino.tools.ovc.convert_model)\nprint('ok')\n"
+    )
+    assert _run(code).strip() == "ok"

@@ -13,13 +13,20 @@ locator with ``mirror=False``, one pass: the seed's work.
 A second table, the reading table, writes the same phantom as uncompressed, JPEG 2000, JPEG-LS and RLE
 series and times the whole ``l3edge predict`` process (fresh interpreter: start-up, imports, model compile,
 header pass, decode, MIP, model) with one thread and with all threads, against a plain serial pydicom read of
-the same files in this process (``dcmread(f).pixel_array`` for every file, the page cache warm for both), as
-a ratio of medians over ``--repeat`` interleaved rounds. The process also reports its own reading time
-(``read_mip``) and its peak RSS; a start-up line gives the process's fixed cost (a 4-slice series).
+the same files (``dcmread(f).pixel_array`` for every file, the page cache warm for all), both in this process
+(no start-up to pay) and as a fresh process (``python -c "import pydicom; ..."``: what a script pays), as
+ratios of medians over ``--repeat`` interleaved rounds. The process also reports its own reading time
+(``read_mip``) and its peak RSS. Child processes share one compiled-model cache under ``--workdir`` (warm
+before any timing), unless ``L3EDGE_CACHE_DIR`` says otherwise.
+
+A third table, the start-up table (``tools/bench_startup.py``), times the fixed cost of a one-scan process:
+interpreter, imports, model load without / with an empty / with a warm cache, and the whole process on a
+4-slice series, against ``python -c "import numpy, pydicom"`` in the same run.
 Timings on a shared machine are noisy: compare ratios from the same run.
 
     python -m tools.bench --slices 500 1200 [--model M.xml] [--parent vgg16.pt] [--threads 2]
     python -m tools.bench --tables reading --reading-slices 500 [--syntaxes explicit jpeg2000 jpegls rle]
+    python -m tools.bench --tables startup [--repeat 5]
 
 Many scans (tools/bench_cohort.py; these replace the stage table):
 
@@ -30,6 +37,7 @@ Many scans (tools/bench_cohort.py; these replace the stage table):
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -76,24 +84,13 @@ def _warm(series: Path) -> None:
         f.read_bytes()
 
 
-def startup_s(args: argparse.Namespace) -> float:
-    """Wall time of the whole process on a 4-slice 64x64 series: the fixed cost (interpreter, imports, model
-    compile, first inference) that every row of the reading table pays and the in-process pydicom read does
-    not."""
-    from l3edge.phantom import sample_config, write_phantom
-
-    out = args.workdir / "startup_series"
-    if not (out / "truth.json").exists():
-        cfg = sample_config(args.seed, "abdomen", matrix=64, pixel_spacing_mm=6.4, slice_spacing_mm=5.0)
-        z0 = cfg.l3_z_mm
-        write_phantom(out, args.seed, config=cfg.with_overrides(scan_z_range=(z0 - 7.5, z0 + 7.5)))
-    _warm(out)
-    return statistics.median(_process(out, args.model, args.threads)[0] for _ in range(max(3, args.repeat)))
-
-
 def reading_rows(args: argparse.Namespace) -> list[dict]:
     """The reading table: per slice count and transfer syntax, the process with 1 and all threads against a
     plain serial pydicom read of the same files."""
+    from l3edge.locator import L3Locator
+
+    for threads in sorted({1, args.threads}):
+        L3Locator.load(args.model, threads=threads)  # compiled as the children will be: their cache is warm
     rows = []
     for n in args.reading_slices:
         for syntax in args.syntaxes:
@@ -104,12 +101,15 @@ def reading_rows(args: argparse.Namespace) -> list[dict]:
             # during the run weighs on every contender alike; medians of each.
             settings = sorted({1, args.threads})
             base: list[float] = []
+            base_process: list[float] = []
             by_threads: dict[int, list[tuple[float, float, dict]]] = {t: [] for t in settings}
             for _ in range(args.repeat):
                 base.append(_pydicom_read_s(series))
+                base_process.append(_pydicom_process_s(series))
                 for t in settings:
                     by_threads[t].append(_process(series, args.model, t))
             floor_s = statistics.median(base)
+            floor_process_s = statistics.median(base_process)
             for threads in settings:
                 runs = by_threads[threads]
                 wall = statistics.median(r[0] for r in runs)
@@ -120,8 +120,10 @@ def reading_rows(args: argparse.Namespace) -> list[dict]:
                         "slices": n,
                         "threads": threads,
                         "pydicom_read_s": floor_s,
+                        "pydicom_process_s": floor_process_s,
                         "process_s": wall,
                         "process_over_pydicom": wall / floor_s,
+                        "process_over_pydicom_process": wall / floor_process_s,
                         "read_mip_s": read_s,
                         "peak_rss_mb": max(r[1] for r in runs),
                         "found": runs[0][2].get("found"),
@@ -130,19 +132,19 @@ def reading_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def print_reading(rows: list[dict], startup: float | None = None) -> None:
-    if startup is not None:
-        print(f"\nprocess start-up (whole `l3edge predict` on a 4-slice series): {startup:.2f} s")
+def print_reading(rows: list[dict]) -> None:
     print(
-        "\n| series | slices | threads | plain pydicom read s | `l3edge predict` process s "
-        "| process / pydicom | of which reading s | peak RSS MB | L3 found |"
+        "\n| series | slices | threads | plain pydicom read s: in process / as a process "
+        "| `l3edge predict` process s | process / pydicom process | process / pydicom in process "
+        "| of which reading s | peak RSS MB | L3 found |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {SYNTAX_NAMES[r['syntax']]} | {r['slices']} | {r['threads']} | {r['pydicom_read_s']:.2f} "
-            f"| {r['process_s']:.2f} | {r['process_over_pydicom']:.2f}x | {r['read_mip_s']:.2f} "
-            f"| {r['peak_rss_mb']:.0f} | {r['found']} |"
+            f"| {SYNTAX_NAMES[r['syntax']]} | {r['slices']} | {r['threads']} "
+            f"| {r['pydicom_read_s']:.2f} / {r['pydicom_process_s']:.2f} | {r['process_s']:.2f} "
+            f"| {r['process_over_pydicom_process']:.2f}x | {r['process_over_pydicom']:.2f}x "
+            f"| {r['read_mip_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['found']} |"
         )
 
 
@@ -154,6 +156,20 @@ def _pydicom_read_s(series: Path) -> float:
     t = time.perf_counter()
     for f in files:
         pydicom.dcmread(f).pixel_array  # noqa: B018
+    return time.perf_counter() - t
+
+
+PYDICOM_READ = (
+    "import sys\nfrom pathlib import Path\nimport pydicom\n"
+    "for f in sorted(p for p in Path(sys.argv[1]).iterdir() if p.name != 'truth.json'):\n"
+    "    pydicom.dcmread(f).pixel_array\n"
+)
+
+
+def _pydicom_process_s(series: Path) -> float:
+    """Wall seconds of the same plain serial pydicom read as a fresh process (start-up, imports included)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", PYDICOM_READ, str(series)], check=True, capture_output=True)
     return time.perf_counter() - t
 
 
@@ -231,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tables",
         nargs="+",
-        choices=("stages", "reading"),
-        default=["stages", "reading"],
+        choices=("stages", "reading", "startup"),
+        default=["stages", "reading", "startup"],
         help="what to run",
     )
     ap.add_argument("--reading-slices", type=int, nargs="+", default=[500], help="series lengths (reading)")
@@ -241,15 +257,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.cohort or args.shared_locator:
         return _many_scans(args)
 
+    import l3edge
     from l3edge.locator import L3Locator
     from l3edge.preprocess import normalize, to_model_space
+    from l3edge.runtime import CACHE_ENV_VAR, cache_root
     from l3edge.scan import read_projection
+    from tools.bench_startup import print_startup, startup_rows
 
     tmp = None
     if args.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="l3edge-bench-")
         args.workdir = Path(tmp.name)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    # Every child process shares one compiled-model cache (a user's second run onwards); warm before timing.
+    os.environ.setdefault(CACHE_ENV_VAR, str(args.workdir / "compiled_model_cache"))
+    # pip compiles an installed package's bytecode; a checkout run with PYTHONDONTWRITEBYTECODE=1 compiles
+    # every l3edge module from source at every start (about 0.1 s), which no installed l3edge pays.
+    compileall.compile_dir(Path(l3edge.__file__).parent, quiet=1)
     locator = L3Locator.load(args.model, threads=args.threads)
     one_pass = L3Locator.load(args.model, threads=args.threads, mirror=False)  # the seed's work: one pass
     meta = locator.metadata
@@ -299,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     reading = reading_rows(args) if "reading" in args.tables else []
-    startup = startup_s(args) if reading else None
+    cache = cache_root()
+    startup = startup_rows(args, cache) if "startup" in args.tables and cache is not None else []
     print(
         f"\nmodel: {meta.name} {meta.version} ({meta.precision}), stride {locator.stride} px, "
         f"threads {args.threads}, inference precision {locator.model.inference_precision}"
@@ -307,9 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print_stages(rows)
     if reading:
-        print_reading(reading, startup)
+        print_reading(reading)
+    if startup:
+        print_startup(startup)
     if args.json:
-        doc = {"stages": rows, "reading": reading, "startup_s": startup}
+        doc = {"stages": rows, "reading": reading, "startup": startup}
         args.json.write_text(json.dumps(doc, indent=1))
     if tmp is not None:
         tmp.cleanup()

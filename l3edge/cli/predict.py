@@ -95,6 +95,13 @@ PrecisionOpt = Annotated[
 RefineOpt = Annotated[
     bool, typer.Option(help="Use the model's refiner, when it has one, to place L3 more finely.")
 ]
+CacheOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Keep compiled models in the cache folder ($L3EDGE_CACHE_DIR, default ~/.cache/l3edge) so "
+        "that the next run starts faster."
+    ),
+]
 LevelOpt = Annotated[
     str | None,
     typer.Option(help="Vertebral level the result describes (default: the model's, L3): T12, L1, S1..."),
@@ -122,6 +129,7 @@ def predict(
     mode: ModeOpt = Mode.auto,
     precision: PrecisionOpt = None,
     refine: RefineOpt = True,
+    cache: CacheOpt = True,
     level: LevelOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -140,6 +148,8 @@ def predict(
         inference_precision=precision.value if precision else None,
         refine=refine,
     )
+    if not cache:
+        load["cache_dir"] = False
     try:
         scans = batch.collect_paths(paths or [], from_list)
     except UsageError as exc:
