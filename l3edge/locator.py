@@ -255,7 +255,16 @@ def locate(path: str | os.PathLike[str], model: str | os.PathLike[str] | None = 
     refine, mirror) or to :meth:`L3Locator.predict` (series_uid, qa_dir, level, export_dir,
     export_neighbours).
     """
-    load_keys = {"device", "threads", "stride", "mode", "inference_precision", "refine", "mirror", "cache_dir"}
+    load_keys = {
+        "device",
+        "threads",
+        "stride",
+        "mode",
+        "inference_precision",
+        "refine",
+        "mirror",
+        "cache_dir",
+    }
     load_kw = {k: v for k, v in kw.items() if k in load_keys}
     predict_kw = {k: v for k, v in kw.items() if k not in load_keys}
     try:
