@@ -98,6 +98,13 @@ def open_page(driver: Any, page: Path) -> None:
     wait_for(lambda: dataset(driver).get("ready") == "1", "the page's script")
 
 
+def click_clear(driver: Any, element: Any) -> None:
+    """Click an element after scrolling it to the middle of the view, clear of the page's sticky header
+    (the cards' order, and so where a card sits, follows the model's answers)."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    element.click()
+
+
 def card_of(driver: Any, name: str) -> Any:
     from selenium.webdriver.common.by import By
 
@@ -176,7 +183,7 @@ def test_review_round_trip(browser: Any, reviewed_cohort: dict[str, Any], tmp_pa
     assert ds["decided"] == "0" and ds["left"] == "4" and ds["level"] == "L3"
 
     # Accept ph1: pick its card (a click beside the picture), key a. The next undecided card comes up.
-    card_of(browser, "ph1").find_element(By.CLASS_NAME, "path").click()
+    click_clear(browser, card_of(browser, "ph1").find_element(By.CLASS_NAME, "path"))
     press(browser, "a")
     assert "L3 accepted" in card_of(browser, "ph1").find_element(By.CLASS_NAME, "dec").text
     assert dataset(browser)["cur"] != str(card_of(browser, "ph1").get_attribute("data-i"))
@@ -196,7 +203,7 @@ def test_review_round_trip(browser: Any, reviewed_cohort: dict[str, Any], tmp_pa
     assert "L3 corrected" in card2.find_element(By.CLASS_NAME, "dec").text
 
     # Reject ph3 (a chest scan: no L3).
-    card_of(browser, "ph3").find_element(By.CLASS_NAME, "path").click()
+    click_clear(browser, card_of(browser, "ph3").find_element(By.CLASS_NAME, "path"))
     press(browser, "r")
     ds = dataset(browser)
     assert ds["decided"] == "3" and ds["left"] == "1"

@@ -230,6 +230,67 @@ class Results:
         return p if p.is_file() else None
 
 
+async def _predict(
+    request: Request, predictor: Predictor, config: HttpConfig, results: Results, uploads: Path
+) -> Any:
+    """One admitted predict request: read the upload into ``uploads``, predict, publish; always clean up."""
+    rid, t0 = uuid.uuid4().hex, time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{rid}-", dir=uploads))
+    work = results.root / f".work-{rid}"
+    handed, name, status, scan = False, "upload", 200, f"{tmp}/study"
+    try:
+        try:
+            form = await request.form(max_files=MAX_FILES, max_fields=100)
+        except TooLarge:
+            status = 413
+            return _answer(status, _too_large(config.max_upload))
+        except ClientDisconnect:
+            status = 499
+            log.warning("request %s: the client went away mid-upload; its files are deleted", rid)
+            return _answer(
+                400, error_line("upload", "the client disconnected before the upload was complete")
+            )
+        except HTTPException as exc:
+            status = 400
+            detail = f"not a complete multipart form ({exc.detail}); was the upload cut short?"
+            return _answer(status, error_line("upload", detail))
+        try:
+            if not _complete(request):
+                status = 400
+                detail = "the multipart body ends before its closing boundary; was the upload cut short?"
+                return _answer(status, error_line("upload", detail))
+            items = form.multi_items()
+            parts = [Part(v.filename or "", v.file) for _, v in items if isinstance(v, UploadFile)]
+            fields = {k: v for k, v in items if isinstance(v, str)}
+            options = _options({**dict(request.query_params), **fields}, work)
+            name = safe_name(parts[0].filename) if len(parts) == 1 else "dicom" if parts else "upload"
+            path = await run_in_threadpool(save_study, parts, tmp, config.max_unpacked)
+            scan = str(path)
+            size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        finally:
+            await form.close()
+        log.info("request %s: %d file(s), %d bytes", rid, len(parts), size)
+        future = predictor.submit(str(path), options, done=lambda: shutil.rmtree(tmp, ignore_errors=True))
+        handed = True
+        answer = await asyncio.wrap_future(future)
+        ids = [rid] if len(answer) == 1 else [f"{rid}-{i}" for i in range(len(answer))]
+        body = [results.publish(r, i, name, scan) for r, i in zip(answer, ids, strict=True)]
+        return JSONResponse(body if options.get("series_uid") == "all" else body[0])
+    except L3EdgeError as exc:
+        status = _status(exc)
+        return _answer(status, error_line(name, _scrub(str(exc), scan, name)))
+    except WorkerCrash as exc:
+        status = 500
+        return _answer(status, error_line(name, exc))
+    finally:
+        if not handed:
+            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        predictor.release()
+        results.prune()
+        log.info("request %s: %d in %.0f ms", rid, status, (time.perf_counter() - t0) * 1000)
+
+
 def create_app(predictor: Predictor, config: HttpConfig) -> ASGIApp:
     """The ASGI application (the model is already loaded in ``predictor``)."""
     uploads = config.state_dir / "uploads"
@@ -285,64 +346,7 @@ def create_app(predictor: Predictor, config: HttpConfig) -> ASGIApp:
                 "request", f"the queue is full ({predictor.admitted} requests); retry in {wait} s"
             )
             return _answer(429, line, {"Retry-After": str(wait)})
-        return await _predict(request)
-
-    async def _predict(request: Request) -> Any:
-        rid, t0 = uuid.uuid4().hex, time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f"{rid}-", dir=uploads))
-        work = results.root / f".work-{rid}"
-        handed, name, status, scan = False, "upload", 200, f"{tmp}/study"
-        try:
-            try:
-                form = await request.form(max_files=MAX_FILES, max_fields=100)
-            except TooLarge:
-                status = 413
-                return _answer(status, _too_large(config.max_upload))
-            except ClientDisconnect:
-                status = 499
-                log.warning("request %s: the client went away mid-upload; its files are deleted", rid)
-                return _answer(
-                    400, error_line("upload", "the client disconnected before the upload was complete")
-                )
-            except HTTPException as exc:
-                status = 400
-                detail = f"not a complete multipart form ({exc.detail}); was the upload cut short?"
-                return _answer(status, error_line("upload", detail))
-            try:
-                if not _complete(request):
-                    status = 400
-                    detail = "the multipart body ends before its closing boundary; was the upload cut short?"
-                    return _answer(status, error_line("upload", detail))
-                items = form.multi_items()
-                parts = [Part(v.filename or "", v.file) for _, v in items if isinstance(v, UploadFile)]
-                fields = {k: v for k, v in items if isinstance(v, str)}
-                options = _options({**dict(request.query_params), **fields}, work)
-                name = safe_name(parts[0].filename) if len(parts) == 1 else "dicom" if parts else "upload"
-                path = await run_in_threadpool(save_study, parts, tmp, config.max_unpacked)
-                scan = str(path)
-                size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
-            finally:
-                await form.close()
-            log.info("request %s: %d file(s), %d bytes", rid, len(parts), size)
-            future = predictor.submit(str(path), options, done=lambda: shutil.rmtree(tmp, ignore_errors=True))
-            handed = True
-            answer = await asyncio.wrap_future(future)
-            ids = [rid] if len(answer) == 1 else [f"{rid}-{i}" for i in range(len(answer))]
-            body = [results.publish(r, i, name, scan) for r, i in zip(answer, ids, strict=True)]
-            return JSONResponse(body if options.get("series_uid") == "all" else body[0])
-        except L3EdgeError as exc:
-            status = _status(exc)
-            return _answer(status, error_line(name, _scrub(str(exc), scan, name)))
-        except WorkerCrash as exc:
-            status = 500
-            return _answer(status, error_line(name, exc))
-        finally:
-            if not handed:
-                shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
-            predictor.release()
-            results.prune()
-            log.info("request %s: %d in %.0f ms", rid, status, (time.perf_counter() - t0) * 1000)
+        return await _predict(request, predictor, config, results, uploads)
 
     return Guard(app, config.token, config.max_upload)
 
