@@ -55,8 +55,9 @@ def _main(
     """Find the L3 vertebra slice in CT scans on a CPU."""
 
 
-def main() -> None:
-    """Console entry point."""
+def main() -> NoReturn:
+    """Console entry point. Ends the process (see :func:`_exit`): code that needs to run after it registers
+    an atexit handler."""
     try:
         app(prog_name="l3edge")
     except SystemExit as exc:  # click ends every command so, 0 included
