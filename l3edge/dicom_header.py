@@ -19,8 +19,8 @@ from typing import Any
 
 import pydicom
 from pydicom.config import IGNORE, settings
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.tag import BaseTag
+from pydicom.datadict import dictionary_VR
+from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from l3edge.dicom_select import Header
@@ -43,7 +43,7 @@ HEADER_TAGS = [
 ]  # fmt: skip
 """The only elements kept from a header (``specific_tags``): nothing else, patient data included, is read
 into the dataset."""
-_TAG_OF = {kw: BaseTag(tag_for_keyword(kw)) for kw in HEADER_TAGS}
+_TAG_OF = {kw: Tag(kw) for kw in HEADER_TAGS}
 """The tags of HEADER_TAGS, looked up once: pydicom turns a keyword into a tag on every call (every file)."""
 _HEADER_TAG_LIST = list(_TAG_OF.values())
 
