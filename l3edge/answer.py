@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from l3edge.metadata import ModelMetadata
+from l3edge.numeric import median
 from l3edge.place import PlacedLevel, place_levels, review_below
 from l3edge.preprocess import normalize, to_model_space
 from l3edge.refine import refine_zs
@@ -168,7 +169,7 @@ def refine(refiner: OVModel, projection: Projection, z_mm: list[float]) -> list[
     # Only the rows the refiner's windows can reach go to its (finer) model space.
     reach = (h / 2 + max(abs(s) for s in rmeta.refine_shifts_px) + 2) * space.mm_per_px
     z = np.asarray(projection.z_mm)
-    reach += float(np.median(np.abs(np.diff(z)))) if z.size > 1 else 0.0  # one slice more each side
+    reach += median(np.abs(np.diff(z))) if z.size > 1 else 0.0  # one slice more each side
     keep = np.flatnonzero((z >= min(z_mm) - reach) & (z <= max(z_mm) + reach))
     if keep.size == 0:
         return list(z_mm)

@@ -316,7 +316,8 @@ def _check(
         else:
             from l3edge.runtime import load_metadata, resolve_model
 
-            known = load_metadata(resolve_model(load.get("model")).path).model_levels
+            path = resolve_model(load.get("model")).path
+            known = load_metadata(path, cache_dir=load.get("cache_dir")).model_levels
             if options.level not in known:
                 raise UsageError(
                     f"level (--level): this model places {', '.join(known)}, not {options.level!r}"

@@ -34,6 +34,7 @@ import numpy as np
 
 from l3edge.dicom_select import Header, Stack
 from l3edge.errors import InputError
+from l3edge.numeric import median
 
 MARGIN = 0.10
 """Confidences within this of the best found are equally good; the preference order decides among them."""
@@ -143,12 +144,12 @@ def traits(stack: Stack) -> Traits:
     hs = stack.headers
     first = hs[0]
     thick = [h.slice_thickness for h in hs if h.slice_thickness is not None]
-    spacing = float(np.median(np.abs(np.diff(stack.z_mm)))) if len(hs) > 1 else 0.0
+    spacing = median(np.abs(np.diff(stack.z_mm))) if len(hs) > 1 else 0.0
     return Traits(
         kernel=first.kernel,
         kernel_class=kernel_class(first.kernel, first.series_description),
         phase=phase(first.series_description),
-        thickness_mm=float(np.median(thick)) if thick else spacing,
+        thickness_mm=median(thick) if thick else spacing,
         coverage_mm=float(abs(stack.z_mm[0] - stack.z_mm[-1])),
         n_slices=len(hs),
     )
@@ -165,7 +166,7 @@ def _merge_disjoint(groups: list[list[Header]]) -> list[list[Header]]:
     parts: list[tuple[list[Header], list[tuple[float, float]]]] = []  # spans sorted, pairwise disjoint
     for g in sorted(groups, key=lambda g: (-len(g), min(_z(h) for h in g))):
         zs = sorted(_z(h) for h in g)
-        step = float(np.median(np.diff(zs))) if len(zs) > 1 else 0.0
+        step = median(np.diff(zs)) if len(zs) > 1 else 0.0
         lo, hi = zs[0], zs[-1]
         tol = max(0.5 * step, 0.01)
         for members, spans in parts:

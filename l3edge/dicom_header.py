@@ -20,6 +20,7 @@ from typing import Any
 import pydicom
 from pydicom.config import IGNORE, settings
 from pydicom.datadict import dictionary_VR
+from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from l3edge.dicom_select import Header
@@ -42,6 +43,9 @@ HEADER_TAGS = [
 ]  # fmt: skip
 """The only elements kept from a header (``specific_tags``): nothing else, patient data included, is read
 into the dataset."""
+_TAG_OF = {kw: Tag(kw) for kw in HEADER_TAGS}
+"""The tags of HEADER_TAGS, looked up once: pydicom turns a keyword into a tag on every call (every file)."""
+_HEADER_TAG_LIST = list(_TAG_OF.values())
 
 _quiet_depth = 0
 _local = threading.local()
@@ -106,7 +110,7 @@ def _get(ds: Any, keyword: str) -> Any:
     """An element's value, decoded here from its raw bytes when that is simple (text, or one little-endian
     integer); anything else through pydicom. pydicom's general conversion (hooks, validation, value
     classes) costs more than the rest of the header pass, and none of it matters for these elements."""
-    elem = ds.get_item(keyword)
+    elem = ds.get_item(_TAG_OF.get(keyword) or keyword)
     if elem is None:
         return None
     raw = elem.value
@@ -181,7 +185,7 @@ def read_header(path: Path, source: Source | None = None) -> Header | None:
                 return None
             fp.seek(0)
             with quiet():
-                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force, specific_tags=HEADER_TAGS)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=force, specific_tags=_HEADER_TAG_LIST)
                 pos = fp.tell()
                 tail = fp.read(12)
                 implicit, little = ds.original_encoding

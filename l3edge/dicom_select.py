@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from l3edge.errors import InputError
+from l3edge.numeric import median
 from l3edge.orientation import AXIAL_LIMIT_DEG, MAX_INPLANE_DEG, MAX_TILT_DEG, in_plane, tilt_deg
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ def stack_series(folder: Path, hs: list[Header], warn: list[str]) -> Stack:
     if len(kept) < 2:
         raise InputError(f"{folder}: all {len(hs)} slices are at one position; the series is unusable")
     steps = np.abs(np.diff(d[kept]))
-    med = float(np.median(steps))
+    med = median(steps)
     z = pos[kept, 2]
     worst = int(np.argmax(steps))
     if steps[worst] > GAP_MAX * med:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from l3edge.errors import InputError
+from l3edge.numeric import percentiles
 
 PADDING_BELOW_HU = -1500.0
 """Sampled values below this are padding, not air."""
@@ -29,8 +30,8 @@ def air_level(samples: np.ndarray) -> tuple[float, float] | None:
     v = v[np.isfinite(v) & (v >= PADDING_BELOW_HU)]
     if v.size < 100:
         return None
-    p2, p90 = np.percentile(v, [2.0, 90.0])
-    return float(p2), float(p90)
+    p2, p90 = percentiles(v, [2.0, 90.0])
+    return p2, p90
 
 
 def check_hu(where: object, samples: np.ndarray) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 from l3edge import agreement
 from l3edge.ladder import Ladder, fit_ladder
 from l3edge.metadata import ModelMetadata
+from l3edge.numeric import median
 from l3edge.preprocess import RowGrid, normalize
 from l3edge.sliding import RunFn, predict_images
 
@@ -161,7 +162,7 @@ def _level_preds(preds: np.ndarray, meta: ModelMetadata) -> np.ndarray:
 
 
 def _inside(z: float, z_slices: np.ndarray, default_half_mm: float) -> tuple[bool, int]:
-    half = float(np.median(np.abs(np.diff(z_slices)))) / 2 if z_slices.size > 1 else default_half_mm
+    half = median(np.abs(np.diff(z_slices))) / 2 if z_slices.size > 1 else default_half_mm
     inside = z_slices[-1] - half <= z <= z_slices[0] + half
     return bool(inside), int(np.argmin(np.abs(z_slices - z)))
 

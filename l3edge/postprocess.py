@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from l3edge.numeric import median
+
 
 @dataclass(frozen=True)
 class RampFit:
@@ -66,7 +68,7 @@ def fit_ramp(
     n = t.size
     if n == 0:
         return RampFit(False, float("nan"), 0.0, 0.0, 0.0, 0)
-    step = float(np.median(np.diff(t))) if n > 1 else float(window_height)
+    step = median(np.diff(t)) if n > 1 else float(window_height)
     d = int(min(n, max(3, round(window_height / max(step, 1e-6)))))
     if n < 3:
         d = n
@@ -122,7 +124,7 @@ def place_on_slices(fit: RampFit, z_of_row: float, z_slices: np.ndarray, default
     if not fit.found:
         return Placement(False, None, None, False)
     z_sl = np.asarray(z_slices, dtype=np.float64)
-    half = float(np.median(np.abs(np.diff(z_sl)))) / 2 if z_sl.size > 1 else default_half_mm
+    half = median(np.abs(np.diff(z_sl))) / 2 if z_sl.size > 1 else default_half_mm
     if z_of_row > z_sl[0] + half or z_of_row < z_sl[-1] - half:
         return Placement(False, None, None, True)
     return Placement(True, float(z_of_row), int(np.argmin(np.abs(z_sl - z_of_row))), False)

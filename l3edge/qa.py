@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from l3edge.numeric import median
 from l3edge.result import L3Result
 from l3edge.series import Projection
 
@@ -54,7 +55,7 @@ def _layout(projection: Projection) -> tuple[float, float, float, int, int]:
     z = np.asarray(projection.z_mm, dtype=np.float64)
     n_rows, n_cols = projection.mip_hu.shape
     col = float(projection.col_spacing_mm)
-    pitch = float(np.median(np.abs(np.diff(z)))) if z.size > 1 else col
+    pitch = median(np.abs(np.diff(z))) if z.size > 1 else col
     z_top = float(z[0]) + pitch / 2
     # Square pixels: the picture's rows are resampled to the column spacing, then scaled so that short scans
     # are at least MIN_HEIGHT_PX tall (unless that makes them wider than MAX_SIDE_PX) and long ones fit.

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from l3edge.numeric import median, unique_sorted
 from l3edge.preprocess import RowGrid, cut_windows
 
 RunFn = Callable[[np.ndarray], np.ndarray]
@@ -41,7 +42,7 @@ def refine_rows(
         return [None] * len(rows)
     shifts = np.asarray(shifts_px, dtype=np.float64)
     tops = [
-        np.unique(
+        unique_sorted(
             np.clip(np.round(r - window_height / 2 + shifts).astype(np.int64), 0, n_rows - window_height)
         )
         for r in rows
@@ -54,7 +55,7 @@ def refine_rows(
         o = offsets[i : i + t.size]
         i += t.size
         ok = (o >= band[0] * window_height) & (o < band[1] * window_height)
-        result.append((float(np.median(t[ok] + o[ok])), int(ok.sum())) if ok.any() else None)
+        result.append((median(t[ok] + o[ok]), int(ok.sum())) if ok.any() else None)
     return result
 
 

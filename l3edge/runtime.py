@@ -5,26 +5,30 @@ the ``L3EDGE_MODEL`` environment variable, then the model bundled as package dat
 (``l3edge/models/default.xml``).
 
 Compiled models are kept in OpenVINO's model cache (``CACHE_DIR``) so that a later process imports the
-compiled model instead of compiling it again (see :func:`cache_folder`).
+compiled model instead of compiling it again (see :func:`cache_folder`); a load that finds the model's blob
+and metadata there compiles from the file without parsing the IR (``l3edge.model_cache``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import sys
 import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from l3edge import model_cache
 from l3edge.errors import ModelError
 from l3edge.metadata import RT_INFO_KEY, ModelMetadata
+from l3edge.model_cache import CACHE_ENV_VAR as CACHE_ENV_VAR  # re-exported: the cache's public names
+from l3edge.model_cache import CACHE_OFF as CACHE_OFF
+from l3edge.model_cache import CacheDir
+from l3edge.model_cache import cache_root as cache_root
 
 
 def _import_openvino_runtime() -> None:
@@ -58,9 +62,6 @@ import openvino as ov  # noqa: E402
 log = logging.getLogger(__name__)
 
 ENV_VAR = "L3EDGE_MODEL"
-CACHE_ENV_VAR = "L3EDGE_CACHE_DIR"
-CACHE_OFF = ("off", "0", "false", "no")
-"""Values of ``$L3EDGE_CACHE_DIR`` that switch the compiled-model cache off."""
 BUNDLED_NAME = "default.xml"
 PRECISIONS = ("f32", "f16", "bf16")
 
@@ -134,60 +135,9 @@ def read_metadata(model: ov.Model, where: str | os.PathLike[str] = "model") -> M
     return ModelMetadata.from_json(text)
 
 
-CacheDir = str | os.PathLike[str] | Literal[False] | None
-"""Where compiled models are cached: a folder, False for no cache, None for the default (see
-:func:`cache_root`)."""
-
-
-def cache_root(cache_dir: CacheDir = None) -> Path | None:
-    """The compiled-model cache folder: ``cache_dir``, else ``$L3EDGE_CACHE_DIR``, else the user's cache
-    folder (``$XDG_CACHE_HOME/l3edge`` or ``~/.cache/l3edge`` on Linux, ``~/Library/Caches/l3edge`` on macOS,
-    ``%LOCALAPPDATA%\\l3edge\\Cache`` on Windows). None when the cache is off (``cache_dir=False``, or
-    ``L3EDGE_CACHE_DIR=off``)."""
-    if cache_dir is False:
-        return None
-    if cache_dir is not None and str(cache_dir) != "":
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV_VAR, "").strip()
-    if env.lower() in CACHE_OFF:
-        return None
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("l3edge", appauthor=False))
-
-
 def cache_folder(xml: Path, weights: Path, cache_dir: CacheDir = None) -> Path | None:
-    """The folder OpenVINO caches this model's compiled form in, created; None when the cache is off or the
-    folder cannot be written (the model is then compiled on every load, as without a cache).
-
-    The folder is keyed by the OpenVINO version and the SHA-256 of the IR's .xml and .bin, so a blob
-    compiled by another OpenVINO or from another model (a model file replaced in place included) is never
-    looked at. OpenVINO checks its blobs itself as well (device, compile options, its own build), and
-    compiles afresh when a blob cannot be imported.
-    """
-    root = cache_root(cache_dir)
-    if root is None:
-        return None
-    digest = hashlib.sha256()
-    try:
-        for part in (xml, weights):
-            digest.update(hashlib.sha256(part.read_bytes()).digest())
-    except OSError as exc:  # OpenVINO reports an unreadable model better: no cache for it
-        log.info("compiled-model cache off: cannot read %s (%s)", xml, exc.strerror or exc)
-        return None
-    version = re.sub(r"[^A-Za-z0-9.]+", "_", ov.get_version()).strip("_")[:64]
-    folder = root / f"openvino-{version}" / digest.hexdigest()[:32]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        log.info("compiled-model cache off: cannot create %s (%s)", folder, exc.strerror or exc)
-        return None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        log.info("compiled-model cache off: %s is not writable", folder)
-        return None
-    return folder
+    """The folder this OpenVINO caches the model's compiled form in (``l3edge.model_cache.cache_folder``)."""
+    return model_cache.cache_folder(xml, weights, cache_dir, ov.get_version())
 
 
 def _read(xml: Path) -> ov.Model:
@@ -211,9 +161,14 @@ def _files_key(xml: Path) -> tuple[object, ...]:
     return (str(xml.resolve()), a.st_size, a.st_mtime_ns, b.st_size, b.st_mtime_ns)
 
 
-def load_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
-    """Read only the metadata of the IR at ``path`` (no compilation)."""
+def load_metadata(path: str | os.PathLike[str], cache_dir: CacheDir = None) -> ModelMetadata:
+    """Read only the metadata of the IR at ``path`` (no compilation): from the compiled-model cache
+    (``cache_dir``, see :func:`cache_root`) when a load of this model content kept it there."""
     xml = Path(path)
+    cache = cache_folder(xml, _check_ir_files(xml), cache_dir)
+    meta = _cached_metadata(cache)
+    if meta is not None:
+        return meta
     model = _read(xml)
     meta = read_metadata(model, xml)
     with _READ_AHEAD_LOCK:
@@ -281,6 +236,9 @@ class OVModel:
     ) -> OVModel:
         """Read, check and compile the IR at ``path``.
 
+        A model whose content was read, checked and compiled before with this cache is compiled from its
+        file (OpenVINO imports the blob) with the metadata kept beside the blob: the IR is not parsed again.
+
         Args:
             path: the .xml file (its .bin next to it).
             device: OpenVINO device name.
@@ -293,37 +251,26 @@ class OVModel:
             ModelError: missing or unreadable model, missing metadata, or a model OpenVINO cannot compile.
         """
         xml = Path(path)
-        model = _read_once(xml)
-        meta = read_metadata(model, xml)
-        names = {n for inp in model.inputs for n in inp.get_names()}
-        if len(model.inputs) != 1 or meta.input_name not in names:
-            raise ModelError(
-                f"{xml} must have exactly one input named {meta.input_name!r} (has {sorted(names)})"
-            )
-        rank = model.inputs[0].get_partial_shape().rank
-        if rank.is_static and rank.get_length() != 4:
-            raise ModelError(f"{xml}: the input must be NCHW (rank 4), not rank {rank.get_length()}")
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads is not None:
-            if threads < 1:
-                raise ModelError(f"threads must be >= 1, not {threads}")
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        if inference_precision is not None:
-            if inference_precision not in PRECISIONS:
-                raise ModelError(
-                    f"inference precision must be one of {PRECISIONS}, not {inference_precision!r}"
-                )
-            config["INFERENCE_PRECISION_HINT"] = inference_precision
-        cache = cache_folder(xml, xml.with_suffix(".bin"), cache_dir)
+        weights = _check_ir_files(xml)
+        cache = cache_folder(xml, weights, cache_dir)
+        meta = _cached_metadata(cache)
+        model = None
+        if meta is None:
+            model = _read_once(xml)
+            meta = read_metadata(model, xml)
+            _check_inputs(model.inputs, meta, xml)
+        config = _compile_config(threads, inference_precision)
         if cache is not None:
             config["CACHE_DIR"] = str(cache)
-        try:
-            compiled = ov.Core().compile_model(model, device, config)
-        except RuntimeError as exc:
-            first = next(
-                (ln for ln in str(exc).splitlines() if ln.strip() and "Exception from" not in ln), ""
-            )
-            raise ModelError(f"OpenVINO cannot compile {xml} for {device}: {first.strip()[:200]}") from exc
+        # With a cache, compile from the file: OpenVINO keys the blob by the path (our folder is keyed by the
+        # content), so the next process finds it without parsing the IR; a model object is keyed by hashing
+        # its whole graph, every time.
+        source: ov.Model | str = model if model is not None and cache is None else str(xml)
+        compiled = _compile(xml, source, device, config)
+        if model is None:
+            _check_inputs(compiled.inputs, meta, xml)  # checked on this content before; cheap to repeat
+        else:
+            model_cache.write_cached_metadata(cache, model.get_rt_info(RT_INFO_KEY).astype(str))
         try:
             used = _precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         except RuntimeError:  # devices without the property
@@ -338,10 +285,10 @@ class OVModel:
             cache or "off",
         )
         out = cls(xml, meta, compiled, device, used)
-        shape = model.inputs[0].get_partial_shape()
+        shape = compiled.inputs[0].get_partial_shape()
         if shape.is_static:
             # A static IR (not what tools/export.py writes, but legal) is reshaped and recompiled per shape.
-            out._core, out._model, out._config = ov.Core(), model, config
+            out._core, out._model, out._config = ov.Core(), model or _read(xml), config
             out._static_shape = tuple(int(d) for d in shape.to_shape())
             out._by_shape[out._static_shape] = out._request
         return out
@@ -377,3 +324,45 @@ def _precision_name(value: object) -> str:
     """OpenVINO element type -> short name (``f32``, ``bf16``, ...)."""
     get_type_name = getattr(value, "get_type_name", None)
     return str(get_type_name()) if callable(get_type_name) else str(value)
+
+
+def _cached_metadata(cache: Path | None) -> ModelMetadata | None:
+    """The metadata an earlier load of this model content kept in its cache folder; None when there is none
+    (or it does not parse: the model is then read as without it)."""
+    text = model_cache.read_cached_metadata(cache)
+    if text is None:
+        return None
+    try:
+        return ModelMetadata.from_json(text)
+    except ModelError:
+        return None
+
+
+def _check_inputs(inputs: Any, meta: ModelMetadata, xml: Path) -> None:
+    names = {n for inp in inputs for n in inp.get_names()}
+    if len(inputs) != 1 or meta.input_name not in names:
+        raise ModelError(f"{xml} must have exactly one input named {meta.input_name!r} (has {sorted(names)})")
+    rank = inputs[0].get_partial_shape().rank
+    if rank.is_static and rank.get_length() != 4:
+        raise ModelError(f"{xml}: the input must be NCHW (rank 4), not rank {rank.get_length()}")
+
+
+def _compile_config(threads: int | None, inference_precision: str | None) -> dict[str, Any]:
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads is not None:
+        if threads < 1:
+            raise ModelError(f"threads must be >= 1, not {threads}")
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    if inference_precision is not None:
+        if inference_precision not in PRECISIONS:
+            raise ModelError(f"inference precision must be one of {PRECISIONS}, not {inference_precision!r}")
+        config["INFERENCE_PRECISION_HINT"] = inference_precision
+    return config
+
+
+def _compile(xml: Path, model: ov.Model | str, device: str, config: dict[str, Any]) -> ov.CompiledModel:
+    try:
+        return ov.Core().compile_model(model, device, config)
+    except RuntimeError as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip() and "Exception from" not in ln), "")
+        raise ModelError(f"OpenVINO cannot compile {xml} for {device}: {first.strip()[:200]}") from exc

@@ -327,3 +327,38 @@ def test_from_list_and_patterns(
         app, ["predict", "--from-list", str(tmp_path / "absent.txt"), "--model", str(tiny_model)]
     )
     assert r.exit_code == 2 and "cannot read the list" in r.stderr
+
+
+def test_the_console_entry_exits_as_sys_exit_would(
+    tiny_model: Path, dicom_series: Factory, tmp_path: Path
+) -> None:
+    """``main()`` ends the process without Python's teardown (os._exit): the exit codes, the output on a
+    pipe, the --out rows and the atexit handlers are those of a usual exit."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    scan, out = dicom_series("s"), tmp_path / "rows.jsonl"
+    code = (
+        "import atexit, sys\natexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+        "from l3edge.cli import main\nsys.argv = ['l3edge', *sys.argv[1:]]\nmain()\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", code, *args]
+        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+
+    ok = run("predict", str(scan), "--model", str(tiny_model), "--json", "--out", str(out), "--workers", "1")
+    assert ok.returncode == 0, ok.stderr
+    (row,) = [json.loads(ln) for ln in ok.stdout.splitlines()]
+    assert row["found"] and [json.loads(ln) for ln in out.read_text().splitlines()] == [row]
+    assert ok.stderr.strip().endswith("atexit ran")
+    missing = run(
+        "predict", str(tmp_path / "nowhere"), "--model", str(tiny_model), "--json", "--workers", "1"
+    )
+    assert (
+        missing.returncode == 3 and "path does not exist" in missing.stderr and "atexit ran" in missing.stderr
+    )
+    usage = run("predict", "--stride", "0")
+    assert usage.returncode == 2 and "atexit ran" in usage.stderr
+    assert run("--version").stdout.strip().startswith("l3edge ")

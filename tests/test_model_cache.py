@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from l3edge import runtime
+from l3edge import model_cache, runtime
 from l3edge.cli import app
 from l3edge.runtime import CACHE_ENV_VAR, OVModel, cache_folder, cache_root
 from tests.conftest import write_band_series
@@ -137,9 +137,63 @@ def test_predict_reads_and_compiles_each_model_once(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(runtime.ov.Core, "read_model", counting_read)
     monkeypatch.setattr(runtime.ov.Core, "compile_model", counting_compile)
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))  # not another test's cache of the same model
     args = ["predict", str(scan), "--model", str(xml), "--level", "L3", "--json", "--workers", "1"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert '"found": true' in r.output
     assert sorted(reads) == ["main.xml", "refiner.xml"]
     assert len(compiles) == 2
+    first = r.output
+    reads.clear()
+    compiles.clear()
+    r = CliRunner().invoke(app, args)  # a warm cache: both compiled from their blobs, neither IR parsed
+    assert r.exit_code == 0, r.output
+    assert reads == [] and len(compiles) == 2
+    assert _without_timings(r.output) == _without_timings(first)
+
+
+def _without_timings(output: str) -> list[dict]:
+    import json
+
+    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    for row in rows:
+        row.pop("timings_ms")
+    return rows
+
+
+def test_a_warm_cache_keeps_metadata_and_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second load takes the metadata from the cache and the content digest from its stat memo (the
+    weights are not read); a damaged metadata file or a touched model file are read afresh."""
+    xml = save_tiny_model(tmp_path / "m.xml", offset_bias=1.0)
+    cache = tmp_path / "cache"
+    first = OVModel.load(xml, cache_dir=cache)
+    folder = cache_folder(xml, xml.with_suffix(".bin"), cache)
+    assert folder is not None and (folder / model_cache.METADATA_FILE).is_file()
+    assert len(list((cache / "digests").iterdir())) == 1
+    reads: list[object] = []
+    hashed: list[int] = []
+    read, sha256 = runtime.ov.Core.read_model, model_cache.hashlib.sha256
+
+    def counting_read(self: object, model: object, *a: object, **k: object) -> object:
+        reads.append(model)
+        return read(self, model, *a, **k)
+
+    def counting_sha256(data: bytes = b"") -> object:
+        hashed.append(len(data))
+        return sha256(data)
+
+    monkeypatch.setattr(runtime.ov.Core, "read_model", counting_read)
+    monkeypatch.setattr(model_cache.hashlib, "sha256", counting_sha256)
+    second = OVModel.load(xml, cache_dir=cache)
+    assert reads == [] and max(hashed) < 1000  # only the stat key was hashed, never the weights
+    assert second.metadata == first.metadata
+    np.testing.assert_array_equal(second.run(_band()), first.run(_band()))
+    assert runtime.load_metadata(xml, cache_dir=cache) == first.metadata and reads == []
+    (folder / model_cache.METADATA_FILE).write_text("{not json")
+    assert OVModel.load(xml, cache_dir=cache).metadata == first.metadata and len(reads) == 1
+    xml.touch()  # a new mtime: the digest is computed again (the same content: the same folder)
+    hashed.clear()
+    assert cache_folder(xml, xml.with_suffix(".bin"), cache) == folder
+    assert max(hashed) >= xml.with_suffix(".bin").stat().st_size
+    assert len(list((cache / "digests").iterdir())) == 2

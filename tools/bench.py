@@ -176,11 +176,13 @@ def _pydicom_process_s(series: Path) -> float:
 def _process(series: Path, model: str | None, threads: int) -> tuple[float, float, dict]:
     """Run ``l3edge predict --json`` in a fresh interpreter: (wall s, peak RSS MB, result)."""
     # The child reports its own peak RSS from VmHWM: getrusage's ru_maxrss survives fork + exec, so it would
-    # also count this benchmark process's pages.
+    # also count this benchmark process's pages. In an atexit handler: l3edge.cli.main ends the process with
+    # os._exit once its atexit handlers ran (no `finally` after it runs), as the console script does.
     code = (
-        "import sys\nfrom l3edge.cli import main\ntry:\n    main()\nfinally:\n"
+        "import atexit, sys\nfrom l3edge.cli import main\ndef rss():\n"
         "    hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
-        "    sys.stderr.write('\\n[rss_kib] %s\\n' % (hwm[0].split()[1] if hwm else 'nan'))"
+        "    sys.stderr.write('\\n[rss_kib] %s\\n' % (hwm[0].split()[1] if hwm else 'nan'))\n"
+        "atexit.register(rss)\nmain()\n"
     )
     cmd = [sys.executable, "-c", code, "predict", str(series), "--json", "--threads", str(threads)]
     if model:
