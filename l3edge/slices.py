@@ -30,6 +30,8 @@ class SliceReader:
 
     has_series_choice = False
     """Its scans are DICOM studies, where the result says which series was read and why."""
+    has_slices = True
+    """Its rows have slices behind them to read (False: an in-memory projection)."""
 
     def __init__(self, series: SeriesInfo) -> None:
         self.series = series
@@ -39,8 +41,9 @@ class SliceReader:
     def n_rows(self) -> int:
         return len(self.series.slice_index)
 
-    def read_axial(self, row: int) -> np.ndarray:
-        """The axial slice of MIP row ``row`` (read once, then kept).
+    def read_axial(self, row: int, keep: bool = True) -> np.ndarray:
+        """The axial slice of MIP row ``row`` (read once, then kept; ``keep=False``: not kept when it was
+        not already, for reads of many slices such as the QA axial thumbnails).
 
         Returns:
             HU float32 [rows, cols]: rows anterior -> posterior, columns patient right -> left.
@@ -50,9 +53,12 @@ class SliceReader:
         """
         if not 0 <= row < self.n_rows:
             raise InputError(f"{self.series.path}: row {row} is outside the scan's {self.n_rows} slices")
-        if row not in self._axial:
-            self._axial[row] = self._read(row)
-        return self._axial[row]
+        if row in self._axial:
+            return self._axial[row]
+        hu = self._read(row)
+        if keep:
+            self._axial[row] = hu
+        return hu
 
     def axial_for_qa(self, row: int) -> np.ndarray | None:
         """The slice for the QA picture, or None where the scan has none to show (no warning then).
@@ -120,6 +126,8 @@ class NiftiSlices(SliceReader):
 
 class NoSlices(SliceReader):
     """An in-memory projection: its rows have no slices behind them."""
+
+    has_slices = False
 
     def __init__(self, series: SeriesInfo, quiet: bool = False) -> None:
         super().__init__(series)

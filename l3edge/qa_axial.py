@@ -1,0 +1,106 @@
+"""Axial thumbnails beside a QA picture, for the review page's axial view (``predict --qa-axial N``).
+
+Off by default: the QA picture already shows the axial slice at the answer. With ``N`` > 0, the slices
+at every level found and ``N`` steps each side of it (a step is one slice, or several on thin-slice scans
+so that it is at least :data:`MIN_STEP_MM`) are read through the scan's ``SliceReader`` (the one the QA
+picture and the export share; the answer's slice is read once) and written as one JPEG strip,
+``<name>_axial.jpg``, tiles side by side, superior first, each :data:`TILE_H_PX` high in the soft-tissue
+window. The QA geometry (``l3edge.qa``) records under ``axial`` which MIP row, slice index and z each tile
+is, so that the page can show the tile nearest the line a reviewer moves. Pixels only, no patient data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from l3edge.result import L3Result
+from l3edge.series import Projection
+from l3edge.slices import SliceReader
+
+TILE_H_PX = 112
+"""Height of a tile; its width follows the slice's shape."""
+MIN_STEP_MM = 2.5
+"""Smallest z step between the tiles around a level (thin slices are skipped to keep it)."""
+JPEG_QUALITY = 80
+SOFT_TISSUE_HU = (40.0 - 200.0, 40.0 + 200.0)
+"""W400/L40, as the QA picture's axial slice."""
+
+
+@dataclass(frozen=True)
+class AxialStrip:
+    """The tiles of one scan, superior first."""
+
+    rows: list[int]
+    """MIP row of each tile (superior first, as the MIP)."""
+    image: Image.Image
+    """The strip: ``len(rows)`` tiles of ``tile_w`` x ``TILE_H_PX`` side by side."""
+    tile_w: int
+
+
+def tile_rows(projection: Projection, result: L3Result, each: int) -> list[int]:
+    """The MIP rows to show: every level found (its nearest row; the result's own level too) and ``each``
+    steps each side, sorted."""
+    z = np.asarray(projection.z_mm, dtype=np.float64)
+    if each <= 0 or z.size == 0:
+        return []
+    pitch = float(np.median(np.abs(np.diff(z)))) if z.size > 1 else MIN_STEP_MM
+    step = max(1, int(np.ceil(MIN_STEP_MM / max(pitch, 1e-6) - 1e-6)))
+    rows: set[int] = set()
+    found = [float(lv.z_mm) for lv in result.levels.values()]
+    for level_z in found + ([float(result.z_mm)] if result.z_mm is not None else []):
+        centre = int(np.argmin(np.abs(z - level_z)))
+        rows.update(r for r in range(centre - each * step, centre + each * step + 1, step) if 0 <= r < z.size)
+    return sorted(rows)
+
+
+def _tile(hu: np.ndarray, tile_w: int) -> Image.Image:
+    lo, hi = SOFT_TISSUE_HU
+    v = np.clip((np.asarray(hu, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    img = Image.fromarray((v * 255.0 + 0.5).astype(np.uint8), mode="L")
+    return img.resize((tile_w, TILE_H_PX), Image.Resampling.BILINEAR)
+
+
+def read_strip(projection: Projection, result: L3Result, slices: SliceReader, each: int) -> AxialStrip | None:
+    """The strip of ``result``'s levels (None when nothing is found or the scan has no slices to read).
+
+    Raises:
+        InputError: a slice cannot be read.
+    """
+    rows = tile_rows(projection, result, each)
+    if not rows or not slices.has_slices:
+        return None
+    first = slices.read_axial(rows[0], keep=False)
+    tile_w = max(1, round(first.shape[1] * TILE_H_PX / max(first.shape[0], 1)))
+    strip = Image.new("L", (tile_w * len(rows), TILE_H_PX))
+    for j, r in enumerate(rows):
+        hu = first if j == 0 else slices.read_axial(r, keep=False)  # kept only if the QA picture read it
+        strip.paste(_tile(hu, tile_w), (j * tile_w, 0))
+    return AxialStrip(rows, strip, tile_w)
+
+
+def strip_name(png: Path) -> str:
+    """The strip's file name beside the QA picture ``png``."""
+    return png.stem + "_axial.jpg"
+
+
+def write_strip(png: Path, strip: AxialStrip, projection: Projection, index: list[int]) -> dict[str, object]:
+    """Save ``strip`` beside the QA picture ``png`` (atomically); returns its entry of the QA geometry:
+    ``file``, ``tile_w``, ``tile_h`` and per tile (left to right) its MIP ``row``, ``slice_index`` and
+    ``z_mm`` (``index``: the z-ascending slice index of each MIP row)."""
+    out = png.with_name(strip_name(png))
+    tmp = out.with_name(out.name + ".tmp")
+    strip.image.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+    os.replace(tmp, out)
+    return {
+        "file": out.name,
+        "tile_w": strip.tile_w,
+        "tile_h": TILE_H_PX,
+        "row": list(strip.rows),
+        "slice_index": [int(index[r]) for r in strip.rows],
+        "z_mm": [round(float(projection.z_mm[r]), 3) for r in strip.rows],
+    }
