@@ -84,8 +84,8 @@ def _runs(values: list[Any]) -> Any:
 
 def _axial(g: dict[str, Any]) -> dict[str, Any] | None:
     """The compact axial view: the panel ``v`` (x, y, w, h in picture px) and the thumbnails ``t`` (file
-    ``f``, tile size ``tw`` x ``th``, per tile ``z`` and slice index ``k``; l3edge.qa_axial); either may be
-    absent."""
+    ``f``, tile size ``tw`` x ``th``, their step ``s`` in mm, per tile ``z`` and slice index ``k``;
+    l3edge.qa_axial); either may be absent."""
     out: dict[str, Any] = {}
     v = g.get("axial_view")
     if isinstance(v, dict):
@@ -93,6 +93,7 @@ def _axial(g: dict[str, Any]) -> dict[str, Any] | None:
     a = g.get("axial")
     if isinstance(a, dict) and a.get("z_mm") and len(a["z_mm"]) == len(a["slice_index"]):
         out["t"] = {"f": str(a["file"]), "tw": a["tile_w"], "th": a["tile_h"], "z": _runs(a["z_mm"])}
+        out["t"]["s"] = a.get("step_mm", 0)
         out["t"]["k"] = _runs(a["slice_index"])
     return out or None
 

@@ -57,12 +57,12 @@ def test_thumbnails_around_each_level(tiny_model: Path, dicom_series: Factory, t
 def test_step_keeps_thin_slices_apart() -> None:
     z = -np.arange(200) * 0.625  # superior first, 0.625 mm slices
     proj = SimpleNamespace(z_mm=z)
-    levels = {"L3": SimpleNamespace(z_mm=z[100]), "L2": SimpleNamespace(z_mm=z[40])}
-    result = SimpleNamespace(levels=levels, z_mm=z[100])
+    levels = {n: SimpleNamespace(z_mm=z[r]) for n, r in (("T10", 5), ("L1", 40), ("L3", 100))}
+    result = SimpleNamespace(levels=levels, z_mm=z[100], level="L3")  # T10: too far from L3, left out
     rows = tile_rows(cast(Any, proj), cast(Any, result), 3)
     step = int(np.ceil(MIN_STEP_MM / 0.625))
     assert rows == sorted({40 + i * step for i in range(-3, 4)} | {100 + i * step for i in range(-3, 4)})
-    edge = SimpleNamespace(levels={}, z_mm=z[1])
+    edge = SimpleNamespace(levels={}, z_mm=z[1], level="L3")
     assert min(tile_rows(cast(Any, proj), cast(Any, edge), 3)) == 1  # rows outside the scan are dropped
     assert tile_rows(cast(Any, proj), cast(Any, result), 0) == []
 

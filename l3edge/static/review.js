@@ -89,15 +89,19 @@
     if (i === cur) { root.row = r; }
     axial(i, r);
   }
+  function nearestTile(T, z) {  // the thumbnail nearest z, or -1 when none is within a step (between levels)
+    var j = -1, bd = Infinity, tz = T.zs || (T.zs = expand(T.z));
+    for (var t = 0; t < tz.length; t++) { var dz = Math.abs(tz[t] - z); if (dz < bd) { bd = dz; j = t; } }
+    return bd <= T.s + 0.01 ? j : -1;
+  }
   function axial(i, r) {  // the thumbnail (predict --qa-axial) nearest the line's z, over the picture's own slice
     var c = cards[i], pic = c.querySelector('.pic'), G = geo(i), A = G && G.g.ax, box = pic.querySelector('.ax');
-    if (!A || !A.v || !A.t || r === null || noStrip[i]) {  // none: the picture's own slice shows
+    var j = A && A.v && A.t && r !== null && !noStrip[i] ? nearestTile(A.t, G.z[r]) : -1;
+    if (j < 0) {  // none: the picture's own slice shows
       if (box) { box.hidden = true; }
       delete c.dataset.ax; if (i === cur) { delete root.ax; }
       return;
     }
-    var z = G.z[r], j = 0, bd = Infinity, tz = A.t.zs || (A.t.zs = expand(A.t.z));
-    for (var t = 0; t < tz.length; t++) { var dz = Math.abs(tz[t] - z); if (dz < bd) { bd = dz; j = t; } }
     if (!box) {  // the strip is fetched when a card first shows it
       box = document.createElement('div'); box.className = 'ax';
       var strip = document.createElement('img'), tag = document.createElement('span');
@@ -109,8 +113,8 @@
     box.hidden = false;
     box.style.left = A.v[0] * s + 'px'; box.style.top = A.v[1] * s + 'px';
     box.style.width = w + 'px'; box.style.height = h + 'px';
-    im.style.width = w * tz.length + 'px'; im.style.height = h + 'px'; im.style.left = -j * w + 'px';
-    box.lastChild.textContent = 'z ' + tz[j].toFixed(1);
+    im.style.width = w * A.t.zs.length + 'px'; im.style.height = h + 'px'; im.style.left = -j * w + 'px';
+    box.lastChild.textContent = 'z ' + A.t.zs[j].toFixed(1);
     c.dataset.ax = j;
     if (i === cur) { root.ax = j; }
   }
