@@ -97,12 +97,12 @@ def read_strip(projection: Projection, result: L3Result, slices: SliceReader, ea
     rows = tile_rows(projection, result, each)
     if not rows or not slices.has_slices:
         return None
-    first = slices.read_axial(rows[0], keep=False)
+    hu = slices.read_many(rows)  # the QA picture's slice is not read again; the others are not kept
+    first = hu[rows[0]]
     tile_w = max(1, round(first.shape[1] * TILE_H_PX / max(first.shape[0], 1)))
     strip = Image.new("L", (tile_w * len(rows), TILE_H_PX))
     for j, r in enumerate(rows):
-        hu = first if j == 0 else slices.read_axial(r, keep=False)  # kept only if the QA picture read it
-        strip.paste(_tile(hu, tile_w), (j * tile_w, 0))
+        strip.paste(_tile(hu.pop(r), tile_w), (j * tile_w, 0))
     return AxialStrip(rows, _step(np.asarray(projection.z_mm, dtype=np.float64))[1], strip, tile_w)
 
 

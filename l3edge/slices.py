@@ -60,6 +60,14 @@ class SliceReader:
             self._axial[row] = hu
         return hu
 
+    def read_many(self, rows: list[int]) -> dict[int, np.ndarray]:
+        """The axial slices of ``rows`` (as :meth:`read_axial`; those not already kept are not kept).
+
+        Raises:
+            InputError: as :meth:`read_axial`.
+        """
+        return {r: self.read_axial(r, keep=False) for r in rows}
+
     def axial_for_qa(self, row: int) -> np.ndarray | None:
         """The slice for the QA picture, or None where the scan has none to show (no warning then).
 
@@ -116,6 +124,17 @@ class NiftiSlices(SliceReader):
         from l3edge import nifti
 
         return nifti.read_slice_hu(self.series.path, self.series.slice_index[row])
+
+    def read_many(self, rows: list[int]) -> dict[int, np.ndarray]:
+        from l3edge import nifti
+
+        for r in rows:
+            if not 0 <= r < self.n_rows:
+                raise InputError(f"{self.series.path}: row {r} is outside the scan's {self.n_rows} slices")
+        todo = [r for r in rows if r not in self._axial]
+        by_k = nifti.read_slices_hu(self.series.path, [self.series.slice_index[r] for r in todo])
+        got = {r: by_k[self.series.slice_index[r]] for r in todo}
+        return {r: self._axial[r] if r in self._axial else got[r] for r in rows}
 
     def slice_file(self, row: int, stem: str) -> tuple[str, WriteFn]:
         from l3edge import nifti

@@ -95,3 +95,23 @@ def test_option_checks(dicom_series: Factory, tmp_path: Path) -> None:
         PredictOptions(qa_dir=str(tmp_path), qa_axial=-1)
     r = CliRunner().invoke(app, ["predict", str(dicom_series("x")), "--qa-axial", "2"])
     assert r.exit_code == 2 and "--qa" in r.output
+
+
+def test_nifti_slices_read_in_blocks(tmp_path: Path) -> None:
+    """NIfTI thumbnails: the runs of nearby slices are read as blocks, value for value as one by one."""
+    pytest.importorskip("nibabel")
+    from l3edge.phantom import write_phantom
+    from l3edge.scan import read_projection
+    from l3edge.slices import slice_reader
+    from tests.conftest import SMALL_PHANTOM
+
+    write_phantom(tmp_path / "ph", 1, "nifti", "abdomen", **SMALL_PHANTOM)
+    series = read_projection(tmp_path / "ph" / "phantom.nii.gz").series
+    assert series is not None
+    reader = slice_reader(series)
+    kept = reader.read_axial(10)  # the QA picture's slice, kept
+    rows = [3, 4, 5, 10, 40, 41, len(series.slice_index) - 1]
+    many = reader.read_many(rows)
+    assert many[10] is kept and sorted(many) == rows
+    for r in rows:
+        np.testing.assert_array_equal(many[r], slice_reader(series).read_axial(r))
