@@ -28,9 +28,16 @@ def reader_of(projection: Projection) -> SliceReader | None:
     return slice_reader(projection.series) if projection.series is not None else None
 
 
-def with_qa(answer: Answer, projection: Projection, qa_dir: PathLike, slices: SliceReader | None) -> Answer:
+def with_qa(
+    answer: Answer,
+    projection: Projection,
+    qa_dir: PathLike,
+    slices: SliceReader | None,
+    axial_each: int = 0,
+) -> Answer:
     """The answer with its QA picture written into ``qa_dir`` (``qa_path`` set, ``timings_ms["qa"]``
-    added)."""
+    added); with ``axial_each`` > 0 also its axial thumbnails (``l3edge.qa_axial``;
+    ``timings_ms["qa_axial"]``: reading the slices and drawing the strip)."""
     from l3edge import qa
 
     t = time.perf_counter()
@@ -42,9 +49,20 @@ def with_qa(answer: Answer, projection: Projection, qa_dir: PathLike, slices: Sl
             axial = slices.axial_for_qa(answer.row)
         except InputError as exc:
             warnings.append(f"QA picture without the axial slice: {exc}")
-    out = qa.write_qa(Path(qa_dir), result.path, projection, result, axial)
+    strip, t_strip, strip_ms = None, time.perf_counter(), None
+    if axial_each > 0 and slices is not None:
+        from l3edge.qa_axial import read_strip
+
+        try:
+            strip = read_strip(projection, result, slices, axial_each)
+        except InputError as exc:
+            warnings.append(f"QA axial thumbnails not written: {exc}")
+        strip_ms = ms_since(t_strip)
+    out = qa.write_qa(Path(qa_dir), result.path, projection, result, axial, strip)
     timings = dict(result.timings_ms)
-    timings["qa"] = ms_since(t)
+    timings["qa"] = round(ms_since(t) - (strip_ms or 0.0), 3)
+    if strip_ms is not None:
+        timings["qa_axial"] = strip_ms  # reading the slices and drawing the strip; its JPEG is in "qa"
     result = replace(result, qa_path=str(out), warnings=tuple(warnings), timings_ms=with_total(timings))
     return replace(answer, result=result)
 

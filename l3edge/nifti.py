@@ -174,6 +174,27 @@ def read_slice_hu(path: Path, k: int) -> np.ndarray:
     return canonical_slice(block[:, :, 0].astype(np.float32), geo)
 
 
+def read_slices_hu(path: Path, ks: list[int], max_gap: int = 16) -> dict[int, np.ndarray]:
+    """Slices ``ks`` as :func:`read_slice_hu`, the file opened once and each run of nearby slices (gaps up to
+    ``max_gap``) read as one block: a .nii.gz is decompressed from its start for every block read."""
+    img, shape, m = _load(path)
+    geo = _geometry(path, m)
+    want = sorted(set(ks))
+    if want and not (want[0] >= 0 and want[-1] < shape[2]):
+        raise InputError(f"{path}: slices {want[0]}..{want[-1]} are outside the volume (0..{shape[2] - 1})")
+    out: dict[int, np.ndarray] = {}
+    i = 0
+    while i < len(want):
+        j = i
+        while j + 1 < len(want) and want[j + 1] - want[j] <= max_gap:
+            j += 1
+        block = _chunk(img, path, want[i], want[j] + 1, len(img.shape) == 4)
+        for k in want[i : j + 1]:
+            out[k] = canonical_slice(block[:, :, k - want[i]].astype(np.float32), geo)
+        i = j + 1
+    return out
+
+
 def write_slice(path: Path, k: int, out: Path) -> None:
     """Write slice ``k`` (along the file's third axis) of the NIfTI at ``path`` as a 2D NIfTI at ``out``: the
     same voxel values, and the affine of that slice (voxel (i, j) maps to where voxel (i, j, k) was).

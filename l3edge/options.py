@@ -30,6 +30,9 @@ class PredictOptions:
     """Window stride in model pixels (None: the locator's)."""
     qa_dir: PathLike | None = None
     """Write a QA picture (PNG) per scan into this folder."""
+    qa_axial: int = 0
+    """With ``qa_dir``: also axial thumbnails at every level found and this many steps each side, for the
+    review page's axial view (``l3edge.qa_axial``; 0: none, the default)."""
     level: str | None = None
     """The vertebral level the result's fields describe (None: the model's, L3); upper-cased here."""
     threads: int | None = None
@@ -42,6 +45,10 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if self.export_neighbours < 0:
             raise UsageError(f"export_neighbours must be >= 0, not {self.export_neighbours}")
+        if self.qa_axial < 0:
+            raise UsageError(f"qa_axial must be >= 0, not {self.qa_axial}")
+        if self.qa_axial and self.qa_dir is None:
+            raise UsageError("qa_axial adds thumbnails to the QA pictures: give qa_dir (--qa DIR) too")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"threads must be >= 1, not {self.threads}")
         if self.all_series and self.series_uid is not None:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -20,6 +21,9 @@ from PIL import Image, ImageDraw
 from l3edge.numeric import median
 from l3edge.result import L3Result
 from l3edge.series import Projection
+
+if TYPE_CHECKING:
+    from l3edge.qa_axial import AxialStrip
 
 GEOMETRY_FORMAT = 1
 NOTE_H_PX = 18
@@ -29,6 +33,8 @@ MIP_WINDOW_HU = (-200.0, 1500.0)
 """HU range of the MIP picture (as in the shared reference MIPs)."""
 SOFT_TISSUE_HU = (40.0 - 200.0, 40.0 + 200.0)
 """Soft-tissue window W400/L40 for the axial slice."""
+PANEL_GAP_PX = 8
+"""Gap between the MIP and the axial slice."""
 MIN_HEIGHT_PX = 384
 MAX_SIDE_PX = 1024
 LINE_RGB = (255, 40, 40)
@@ -87,7 +93,7 @@ def render_qa(projection: Projection, result: L3Result, axial_hu: np.ndarray | N
         ax_h = max(mip_h, MIN_HEIGHT_PX)
         ax_w = max(1, round(ax.width * ax_h / max(ax.height, 1)))
         panels.append(ax.resize((ax_w, ax_h), Image.Resampling.BILINEAR).convert("RGB"))
-    gap = 8
+    gap = PANEL_GAP_PX
     note_h = NOTE_H_PX
     width = sum(p.width for p in panels) + gap * (len(panels) - 1)
     canvas = Image.new("RGB", (width, max(p.height for p in panels) + note_h), "black")
@@ -125,15 +131,21 @@ def write_qa(
     projection: Projection,
     result: L3Result,
     axial_hu: np.ndarray | None = None,
+    strip: AxialStrip | None = None,
 ) -> Path:
     """Render the QA picture of the scan at ``path`` and save it as a PNG in ``qa_dir``, its geometry beside
-    it (``.json``); returns the PNG."""
+    it (``.json``), and the axial thumbnails ``strip`` (``l3edge.qa_axial``) when given; returns the PNG."""
     qa_dir.mkdir(parents=True, exist_ok=True)
     out = qa_dir / qa_filename(path)
     picture = render_qa(projection, result, axial_hu)
+    geo = geometry(projection, picture.size)
+    if strip is not None:
+        from l3edge.qa_axial import write_strip
+
+        geo["axial"] = write_strip(out, strip, projection, geo["slice_index"])  # type: ignore[arg-type]
     side = geometry_path(out)
     tmp_json = side.with_name(side.name + ".tmp")
-    tmp_json.write_text(json.dumps(geometry(projection, picture.size)), encoding="utf-8")
+    tmp_json.write_text(json.dumps(geo), encoding="utf-8")
     os.replace(tmp_json, side)
     tmp = out.with_name(out.name + ".tmp")
     picture.save(tmp, format="PNG")
@@ -151,7 +163,9 @@ def geometry(projection: Projection, size: tuple[int, int]) -> dict[str, object]
 
     A picture row ``y`` (px from the top of the picture) is at patient z
     ``z_top_mm - (y - mip.y) / mip.h * height_mm``; row ``i`` of the MIP is the slice ``slice_index[i]``
-    at ``z_mm[i]`` (superior first, as the MIP).
+    at ``z_mm[i]`` (superior first, as the MIP). ``axial_view``: where the axial slice sits in the picture
+    (absent when the picture has none); ``axial`` (added by :func:`write_qa` with thumbnails): see
+    ``l3edge.qa_axial.write_strip``.
     """
     _, z_top, height_mm, mip_h, mip_w = _layout(projection)
     series = projection.series
@@ -161,7 +175,7 @@ def geometry(projection: Projection, size: tuple[int, int]) -> dict[str, object]
         uids = list(series.sop_instance_uids)
     else:  # in memory: rows are superior -> inferior, the z-ascending index counts from the last row
         index, uids = [n - 1 - i for i in range(n)], [None] * n
-    return {
+    out: dict[str, object] = {
         "format": GEOMETRY_FORMAT,
         "width": int(size[0]),
         "height": int(size[1]),
@@ -172,3 +186,8 @@ def geometry(projection: Projection, size: tuple[int, int]) -> dict[str, object]
         "slice_index": index,
         "sop_instance_uid": uids,
     }
+    x_ax = mip_w + PANEL_GAP_PX
+    if size[0] > x_ax:  # the axial slice's panel, right of the MIP, as tall as the picture below the note
+        view = {"x": x_ax, "y": NOTE_H_PX, "w": int(size[0]) - x_ax, "h": int(size[1]) - NOTE_H_PX}
+        out["axial_view"] = view
+    return out

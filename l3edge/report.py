@@ -14,8 +14,15 @@ picture's geometry from ``l3edge.qa.geometry``, carried in the page as JSON with
 ``l3edge.review.page_data``), keeps the decisions in localStorage and downloads or imports ``corrections.csv``
 (``l3edge.corrections``). Once its script has run, the page's root element carries ``data-ui`` (handlers
 bound), ``data-ready`` and ``data-thumbs`` (embedded thumbnails decoded), ``data-shown``, ``data-decided``,
-``data-left``, ``data-cur`` (the card in focus), ``data-row`` (its line's MIP row), ``data-level`` and
-``data-msg``, for checks in a browser.
+``data-left``, ``data-cur`` (the card in focus), ``data-row`` (its line's MIP row), ``data-ax`` (the axial
+thumbnail shown, below), ``data-level`` and ``data-msg``, for checks in a browser.
+
+Axial view: where ``predict --qa-axial N`` wrote axial thumbnails beside a QA picture
+(``l3edge.qa_axial``), the card shows, over the picture's own axial slice, the thumbnail nearest the z of
+its line (the decision's, or the model's pick on the card in focus), and follows clicks and ↑/↓. The strips
+are linked, never embedded (relative to the page, as the full picture; fetched when a card first shows
+one), so the page's size does not grow with them; where a strip cannot be loaded, or the picture has no
+axial slice, the picture shows as it is.
 """
 
 from __future__ import annotations
@@ -283,7 +290,11 @@ def write_report(
     for i, d in enumerate(rows):
         png = qa_file(d, src.parent)
         jpeg = _thumbnail(png, THUMB_HEIGHT_PX) if png is not None else None
-        geometries.append(read_geometry(png) if png is not None and jpeg is not None else None)
+        geo = read_geometry(png) if png is not None and jpeg is not None else None
+        strip = geo["ax"]["t"] if geo is not None and geo["ax"] and "t" in geo["ax"] else None
+        if strip is not None:  # thumbnails stay beside the QA picture, linked from the page
+            strip["f"] = Path(os.path.relpath(strip["f"], dst.parent.resolve())).as_posix()
+        geometries.append(geo)
         if png is None or jpeg is None:
             images.append((None, None))
             continue

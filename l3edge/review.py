@@ -82,8 +82,26 @@ def _runs(values: list[Any]) -> Any:
     return values
 
 
+def _axial(g: dict[str, Any]) -> dict[str, Any] | None:
+    """The compact axial view: the panel ``v`` (x, y, w, h in picture px) and the thumbnails ``t`` (file
+    ``f``, tile size ``tw`` x ``th``, their step ``s`` in mm, per tile ``z`` and slice index ``k``;
+    l3edge.qa_axial); either may be absent."""
+    out: dict[str, Any] = {}
+    v = g.get("axial_view")
+    if isinstance(v, dict):
+        out["v"] = [v["x"], v["y"], v["w"], v["h"]]
+    a = g.get("axial")
+    if isinstance(a, dict) and a.get("z_mm") and len(a["z_mm"]) == len(a["slice_index"]):
+        out["t"] = {"f": str(a["file"]), "tw": a["tile_w"], "th": a["tile_h"], "z": _runs(a["z_mm"])}
+        out["t"]["s"] = a.get("step_mm", 0)
+        out["t"]["k"] = _runs(a["slice_index"])
+    return out or None
+
+
 def read_geometry(png: Path) -> dict[str, Any] | None:
-    """The compact geometry of a QA picture (its ``.json`` beside it, l3edge.qa.geometry), or None."""
+    """The compact geometry of a QA picture (its ``.json`` beside it, l3edge.qa.geometry), or None. With
+    axial thumbnails (``predict --qa-axial``) ``ax.t.f`` is the strip's path (absolute; the report makes it
+    relative to the page)."""
     try:
         g = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
         uids = list(g["sop_instance_uid"])
@@ -103,9 +121,22 @@ def read_geometry(png: Path) -> dict[str, Any] | None:
             "z": _runs(g["z_mm"]),
             "k": _runs(g["slice_index"]),
             "u": {"p": prefix, "s": [u[len(prefix) :] if u else None for u in uids]},
+            "ax": _with_file(_axial(g), png.parent),
         }
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _with_file(ax: dict[str, Any] | None, folder: Path) -> dict[str, Any] | None:
+    """``ax`` with its strip's path, or without thumbnails when the file is not there."""
+    if ax is None or "t" not in ax:
+        return ax
+    strip = folder / Path(str(ax["t"]["f"])).name  # a name beside the picture, never a path elsewhere
+    if not strip.is_file():
+        del ax["t"]
+    else:
+        ax["t"]["f"] = str(strip.resolve())
+    return ax or None
 
 
 def page_data(

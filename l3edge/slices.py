@@ -30,6 +30,8 @@ class SliceReader:
 
     has_series_choice = False
     """Its scans are DICOM studies, where the result says which series was read and why."""
+    has_slices = True
+    """Its rows have slices behind them to read (False: an in-memory projection)."""
 
     def __init__(self, series: SeriesInfo) -> None:
         self.series = series
@@ -39,8 +41,9 @@ class SliceReader:
     def n_rows(self) -> int:
         return len(self.series.slice_index)
 
-    def read_axial(self, row: int) -> np.ndarray:
-        """The axial slice of MIP row ``row`` (read once, then kept).
+    def read_axial(self, row: int, keep: bool = True) -> np.ndarray:
+        """The axial slice of MIP row ``row`` (read once, then kept; ``keep=False``: not kept when it was
+        not already, for reads of many slices such as the QA axial thumbnails).
 
         Returns:
             HU float32 [rows, cols]: rows anterior -> posterior, columns patient right -> left.
@@ -50,9 +53,20 @@ class SliceReader:
         """
         if not 0 <= row < self.n_rows:
             raise InputError(f"{self.series.path}: row {row} is outside the scan's {self.n_rows} slices")
-        if row not in self._axial:
-            self._axial[row] = self._read(row)
-        return self._axial[row]
+        if row in self._axial:
+            return self._axial[row]
+        hu = self._read(row)
+        if keep:
+            self._axial[row] = hu
+        return hu
+
+    def read_many(self, rows: list[int]) -> dict[int, np.ndarray]:
+        """The axial slices of ``rows`` (as :meth:`read_axial`; those not already kept are not kept).
+
+        Raises:
+            InputError: as :meth:`read_axial`.
+        """
+        return {r: self.read_axial(r, keep=False) for r in rows}
 
     def axial_for_qa(self, row: int) -> np.ndarray | None:
         """The slice for the QA picture, or None where the scan has none to show (no warning then).
@@ -111,6 +125,17 @@ class NiftiSlices(SliceReader):
 
         return nifti.read_slice_hu(self.series.path, self.series.slice_index[row])
 
+    def read_many(self, rows: list[int]) -> dict[int, np.ndarray]:
+        from l3edge import nifti
+
+        for r in rows:
+            if not 0 <= r < self.n_rows:
+                raise InputError(f"{self.series.path}: row {r} is outside the scan's {self.n_rows} slices")
+        todo = [r for r in rows if r not in self._axial]
+        by_k = nifti.read_slices_hu(self.series.path, [self.series.slice_index[r] for r in todo])
+        got = {r: by_k[self.series.slice_index[r]] for r in todo}
+        return {r: self._axial[r] if r in self._axial else got[r] for r in rows}
+
     def slice_file(self, row: int, stem: str) -> tuple[str, WriteFn]:
         from l3edge import nifti
 
@@ -120,6 +145,8 @@ class NiftiSlices(SliceReader):
 
 class NoSlices(SliceReader):
     """An in-memory projection: its rows have no slices behind them."""
+
+    has_slices = False
 
     def __init__(self, series: SeriesInfo, quiet: bool = False) -> None:
         super().__init__(series)

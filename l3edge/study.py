@@ -40,11 +40,13 @@ def _describe(scan: Scan, i: int) -> str:
     return f"{scan.labels[i]}, {scan.described[i]}"
 
 
-def _answer(engine: Engine, scan: Scan, i: int, path: str, qa_dir: PathLike | None = None) -> Answer:
+def _answer(
+    engine: Engine, scan: Scan, i: int, path: str, qa_dir: PathLike | None = None, axial_each: int = 0
+) -> Answer:
     """Candidate ``i`` answered (read on first use), with its QA picture when ``qa_dir`` is given."""
     proj = scan.projection(i)
     answer = locate(engine, proj, path, round(float(sum(proj.timings_ms.values())), 3))
-    return with_qa(answer, proj, qa_dir, scan.slices(i)) if qa_dir is not None else answer
+    return with_qa(answer, proj, qa_dir, scan.slices(i), axial_each) if qa_dir is not None else answer
 
 
 def predict_scan(engine: Engine, scan: Scan, path: str, options: PredictOptions) -> L3Result:
@@ -58,7 +60,7 @@ def predict_scan(engine: Engine, scan: Scan, path: str, options: PredictOptions)
     read_ms = scan.header_ms
     if n == 1:
         w = 0
-        answer = _answer(engine, scan, 0, path, options.qa_dir)
+        answer = _answer(engine, scan, 0, path, options.qa_dir, options.qa_axial)
         result = answer.result
         slices = scan.slices(0)
         if slices is not None and slices.has_series_choice:
@@ -83,7 +85,7 @@ def predict_scan(engine: Engine, scan: Scan, path: str, options: PredictOptions)
         why, others = explain(choice, scan.labels, [scan.described[i] for i in range(n)])
         won = answers[w]
         if options.qa_dir is not None:  # the picture of the answer only, from the answer already computed
-            won = with_qa(won, scan.projection(w), options.qa_dir, scan.slices(w))
+            won = with_qa(won, scan.projection(w), options.qa_dir, scan.slices(w), options.qa_axial)
         result = won.result
         prefix = "forced series split by acquisition; " if scan.forced else ""
         result = replace(
@@ -115,7 +117,7 @@ def predict_each(engine: Engine, scan: Scan, path: str, options: PredictOptions)
             continue
         sub = _slug(label) if n > 1 else None  # QA pictures and exports: one folder per candidate
         qa = Path(options.qa_dir) / sub if options.qa_dir is not None and sub else options.qa_dir
-        r = replace(_answer(engine, scan, i, path, qa).result, series_choice=how)
+        r = replace(_answer(engine, scan, i, path, qa, options.qa_axial).result, series_choice=how)
         read_ms = proj.timings_ms.get("read_mip", 0.0) + (scan.header_ms if i == 0 else 0.0)
         r = _with_reading(r, read_ms)
         out.append(with_export(r, proj, options.export_dir, options.export_neighbours, scan.slices(i), sub))

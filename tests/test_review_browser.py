@@ -2,7 +2,8 @@
 clicks and types; then the downloaded corrections.csv goes through `l3edge export` and `tools.build_cache`.
 
 Round trip on phantoms: the bundled model's results, with a deliberately wrong answer on one scan; the test
-accepts a right one, corrects the wrong one by a click at the phantom's true L3 row (then a slice at a time),
+accepts a right one, corrects the wrong one by a click at the phantom's true L3 row (then a slice at a time;
+the card's axial view follows the line, from the thumbnails of ``--qa-axial``),
 rejects the chest scan (no L3), reloads, downloads, exports (byte-identical slices) and builds a cache whose
 labels equal the phantom truth within one slice.
 """
@@ -148,7 +149,7 @@ def reviewed_cohort(phantom_cohort: list[Path], tmp_path_factory: pytest.TempPat
     work = tmp_path_factory.mktemp("review")
     out = work / "results.jsonl"
     paths = [str(p) for p in phantom_cohort]
-    list(batch.run(paths, workers=1, options={"qa_dir": str(work / "qa")}, out=out))
+    list(batch.run(paths, workers=1, options={"qa_dir": str(work / "qa"), "qa_axial": 3}, out=out))
     rows = [json.loads(ln) for ln in out.read_text().splitlines()]
     by = {Path(d["path"]).name: d for d in rows}
     assert all(by[n]["found"] for n in ("ph1", "ph2", "ph4")), [(n, d["found"]) for n, d in by.items()]
@@ -170,6 +171,32 @@ def reviewed_cohort(phantom_cohort: list[Path], tmp_path_factory: pytest.TempPat
 
 def nearest(values: list[float], z: float) -> int:
     return min(range(len(values)), key=lambda r: abs(values[r] - z))
+
+
+def axial_view(driver: Any, card: Any) -> dict[str, Any]:
+    """What the card's axial view shows: the tile index, the strip's pixel size, its offset and the box's."""
+    return dict(
+        driver.execute_script(
+            "var c = arguments[0], b = c.querySelector('.pic .ax'), im = b && b.firstChild;"
+            "return b ? {j: c.dataset.ax, hidden: b.hidden, nw: im.naturalWidth,"
+            " left: parseFloat(im.style.left), w: parseFloat(b.style.width), tag: b.lastChild.textContent}"
+            " : {};",
+            card,
+        )
+    )
+
+
+def check_axial(driver: Any, card: Any, g: dict[str, Any], row: int, not_tile: int) -> None:
+    """The card shows the thumbnail nearest MIP row ``row`` (so not tile ``not_tile``), loaded, in view."""
+    ax = g["axial"]
+    want = nearest(ax["z_mm"], g["z_mm"][row])
+    assert want != not_tile
+    wait_for(lambda: axial_view(driver, card).get("nw"), "the axial thumbnails")
+    v = axial_view(driver, card)
+    assert v["j"] == str(want) and not v["hidden"], (v, want)
+    assert v["nw"] == ax["tile_w"] * len(ax["z_mm"])
+    assert v["left"] == pytest.approx(-want * v["w"], abs=0.5) and v["w"] > 20
+    assert v["tag"] == f"z {ax['z_mm'][want]:.1f}"
 
 
 def test_review_round_trip(browser: Any, reviewed_cohort: dict[str, Any], tmp_path: Path) -> None:
@@ -201,6 +228,13 @@ def test_review_round_trip(browser: Any, reviewed_cohort: dict[str, Any], tmp_pa
         press(browser, "\ue013" if clicked > target else "\ue015")  # arrow up / arrow down
     assert int(dataset(browser)["row"]) == target
     assert "L3 corrected" in card2.find_element(By.CLASS_NAME, "dec").text
+    # The axial view shows the thumbnail at the corrected row, not the one at the model's (wrong) pick.
+    model_tile = nearest(g2["axial"]["z_mm"], by["ph2"]["z_mm"])
+    check_axial(browser, card2, g2, target, model_tile)
+    press(browser, "\ue015")  # one slice down: the view follows
+    check_axial(browser, card2, g2, target + 1, nearest(g2["axial"]["z_mm"], g2["z_mm"][target]))
+    press(browser, "\ue013")
+    assert int(dataset(browser)["row"]) == target
 
     # Reject ph3 (a chest scan: no L3).
     click_clear(browser, card_of(browser, "ph3").find_element(By.CLASS_NAME, "path"))

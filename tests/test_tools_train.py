@@ -380,7 +380,9 @@ def test_refiner_training_and_evaluation(phantom_cache: Path, tmp_path: Path) ->
 def test_fast_phantom_rows_are_sampled_at_the_slices() -> None:
     z_rows = np.array([10.0, 9.0, 8.0, 7.0])
     mip = np.arange(8, dtype=np.float32).reshape(4, 2)
-    got = bc.sample_rows(mip, z_rows, np.array([9.5, 7.0, 10.0]))
+    from tools.cache_writer import sample_rows
+
+    got = sample_rows(mip, z_rows, np.array([9.5, 7.0, 10.0]))
     np.testing.assert_allclose(got, [[1, 2], [6, 7], [0, 1]])
 
 
@@ -412,3 +414,15 @@ def test_e2e_runs_the_runtime_against_truth(tiny_model: Path, dicom_series: Any,
     assert s["n_scans"] == 2 and s["n_in_view"] == 1 and s["wrongly_found"] == s["wrongly_not_found"] == 0
     assert s["error_mm"]["n"] == 1 and s["error_mm"]["mean"] < 3.0 and s["in_body_share"] == 1.0
     assert e2e.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_e2e_levels_read_level_results() -> None:
+    """The runtime's levels are LevelResult objects (not dicts): each is scored against the truth."""
+    from l3edge.result import LevelResult
+    from tools import e2e
+
+    verts = {n: {"z_top": z + 10, "z_bottom": z - 10, "z_center": z} for n, z in (("L3", 0.0), ("L4", -35.0))}
+    found = {"L3": LevelResult(4.0, 4.0, 10, 11, None, 0.9)}
+    rows = e2e._levels({"vertebrae": verts}, found, ("L3", "L4"), np.array([50.0, -80.0]))
+    assert rows["L3"] == {"in_view": True, "found": True, "error_mm": 4.0, "in_body": True}
+    assert rows["L4"]["in_view"] and not rows["L4"]["found"] and rows["L4"]["in_body"] is False

@@ -28,17 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from l3edge.errors import InputError, L3EdgeError, UsageError
 from l3edge.metadata import ModelSpace
-from l3edge.preprocess import to_model_space
-from tools.cache_writer import Progress, build_cache
+from tools.cache_phantoms import parse_mix, phantom_jobs
+from tools.cache_writer import Progress, build_cache, store_projection
 from tools.data import (
     CHANNEL_PRESETS,
     TRUTH_NAME,
@@ -46,12 +43,10 @@ from tools.data import (
     gather_records,
     label_from_record,
     label_from_truth,
-    make_meta,
-    save_cached,
-    truth_slices,
 )
 
 __all__ = ["Progress", "build_cache", "main"]  # build_cache and Progress live in tools.cache_writer
+# The phantom path (--phantoms) lives in tools.cache_phantoms, storing a projection in tools.cache_writer.
 
 log = logging.getLogger("tools.build_cache")
 
@@ -59,32 +54,6 @@ DTYPES = ("float32", "float16", "int16")
 
 
 # --- one scan ---------------------------------------------------------------------------------------------
-
-
-def _store(
-    folder: Path,
-    space: ModelSpace,
-    dtype: str,
-    scan_id: str,
-    source: str,
-    path: str,
-    level: str,
-    proj: Any,
-    label_z: float,
-    in_view: bool,
-    truth: dict[str, Any] | None,
-) -> dict[str, Any]:
-    mip, z = proj.mip_hu, np.asarray(proj.z_mm, dtype=np.float64)
-    slices = truth_slices(truth) if source == "phantom-fast" else None
-    if slices is not None:
-        # Fast MIP rows are finer than the simulated slices: sample them at the slice centres (the rows are
-        # already blurred by the slice thickness) so that the model sees what the runtime makes of a real
-        # series of those slices, step-like rows included when the model space is finer than the slices.
-        mip, z = sample_rows(mip, z, slices), slices
-    image, grid = to_model_space(mip, z, proj.col_spacing_mm, space)
-    meta = make_meta(scan_id, source, path, level, grid, z, label_z, in_view, truth)
-    save_cached(folder, meta, image, z, dtype)
-    return meta
 
 
 def cache_record(record: ScanRecord, folder: Path, space: ModelSpace, dtype: str) -> dict[str, Any]:
@@ -104,7 +73,7 @@ def cache_record(record: ScanRecord, folder: Path, space: ModelSpace, dtype: str
     else:
         label_z, in_view = label_from_record(record, proj)
     source = proj.series.source if proj.series is not None else "memory"
-    return _store(
+    return store_projection(
         folder,
         space,
         dtype,
@@ -119,106 +88,10 @@ def cache_record(record: ScanRecord, folder: Path, space: ModelSpace, dtype: str
     )
 
 
-def phantom_id(index: int, seed: int) -> str:
-    return f"phantom-s{seed}-{index:06d}"
-
-
-def phantom_seed(index: int, seed: int) -> int:
-    """Per-scan seed: independent streams for (seed, index), stable across runs and worker counts."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
-def pick_region(index: int, seed: int, mix: dict[str, float]) -> str:
-    rng = np.random.default_rng(phantom_seed(index, seed) ^ 0x5EED)
-    names = sorted(mix)
-    p = np.array([mix[n] for n in names], dtype=np.float64)
-    return names[int(rng.choice(len(names), p=p / p.sum()))]
-
-
-def cache_phantom(
-    index: int,
-    seed: int,
-    mix: dict[str, float],
-    phantom_mm: float | None,
-    level: str,
-    folder: Path,
-    space: ModelSpace,
-    dtype: str,
-) -> dict[str, Any]:
-    """Generate phantom ``index`` with ``l3edge.phantom.fast_projection`` (no DICOM) and cache it."""
-    from l3edge.phantom import fast_projection
-
-    region = pick_region(index, seed, mix) if mix else None
-    kwargs: dict[str, Any] = {}
-    if phantom_mm is not None:
-        kwargs["mm_per_px"] = phantom_mm
-    if region is not None:
-        kwargs["region"] = region
-    proj, truth_obj = fast_projection(phantom_seed(index, seed), **kwargs)
-    truth = truth_obj.to_dict() if hasattr(truth_obj, "to_dict") else dict(truth_obj)
-    if region is not None:
-        truth.setdefault("region", region)
-    label_z, in_view = label_from_truth(truth, level, proj.z_mm)
-    return _store(
-        folder,
-        space,
-        dtype,
-        phantom_id(index, seed),
-        "phantom-fast",
-        f"phantom:{seed}:{index}",
-        level,
-        proj,
-        label_z,
-        in_view,
-        truth,
-    )
-
-
-def sample_rows(mip: np.ndarray, z_rows: np.ndarray, z_at: np.ndarray) -> np.ndarray:
-    """Rows of ``mip`` (at ``z_rows``, descending) linearly interpolated at ``z_at``."""
-    pos = np.interp(-np.asarray(z_at, dtype=np.float64), -z_rows, np.arange(z_rows.size, dtype=np.float64))
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, z_rows.size - 1)
-    i1 = np.minimum(i0 + 1, z_rows.size - 1)
-    f = (pos - i0)[:, None].astype(np.float32)
-    return (mip[i0] * (1 - f) + mip[i1] * f).astype(np.float32)
-
-
 def record_jobs(
     records: list[ScanRecord], folder: Path, space: ModelSpace, dtype: str
 ) -> list[tuple[Any, ...]]:
     return [(r.scan_id, cache_record, (r, folder, space, dtype)) for r in records]
-
-
-def phantom_jobs(
-    n: int,
-    seed: int,
-    mix: dict[str, float],
-    phantom_mm: float | None,
-    level: str,
-    folder: Path,
-    space: ModelSpace,
-    dtype: str,
-) -> list[tuple[Any, ...]]:
-    return [
-        (phantom_id(i, seed), cache_phantom, (i, seed, mix, phantom_mm, level, folder, space, dtype))
-        for i in range(n)
-    ]
-
-
-def parse_mix(text: str | None) -> dict[str, float]:
-    """``abdomen=3,chest=1`` -> weights; empty -> {} (the phantom generator's default region)."""
-    if not text:
-        return {}
-    mix = {}
-    for part in text.split(","):
-        name, _, w = part.partition("=")
-        try:
-            mix[name.strip()] = float(w) if w else 1.0
-        except ValueError:
-            raise UsageError(f"--region-mix: {part!r} is not NAME=WEIGHT") from None
-    if any(not math.isfinite(v) or v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
-        raise UsageError("--region-mix weights must be >= 0 and not all 0")
-    return mix
 
 
 def model_space_of(model: str | Path) -> ModelSpace:

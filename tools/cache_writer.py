@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from l3edge.errors import L3EdgeError, UsageError
 from l3edge.metadata import ModelSpace
-from tools.data import CACHE_FORMAT, INDEX_NAME, read_meta
+from l3edge.preprocess import to_model_space
+from tools.data import CACHE_FORMAT, INDEX_NAME, make_meta, read_meta, save_cached, truth_slices
 
 log = logging.getLogger("tools.build_cache")
 
@@ -150,3 +153,39 @@ def build_cache(
         "in_view": sum(m["in_view"] for m in cached),
         "folder": str(folder),
     }
+
+
+def store_projection(
+    folder: Path,
+    space: ModelSpace,
+    dtype: str,
+    scan_id: str,
+    source: str,
+    path: str,
+    level: str,
+    proj: Any,
+    label_z: float,
+    in_view: bool,
+    truth: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Store one scan's projection in the cache (model space) with its metadata; returns the metadata."""
+    mip, z = proj.mip_hu, np.asarray(proj.z_mm, dtype=np.float64)
+    slices = truth_slices(truth) if source == "phantom-fast" else None
+    if slices is not None:
+        # Fast MIP rows are finer than the simulated slices: sample them at the slice centres (the rows are
+        # already blurred by the slice thickness) so that the model sees what the runtime makes of a real
+        # series of those slices, step-like rows included when the model space is finer than the slices.
+        mip, z = sample_rows(mip, z, slices), slices
+    image, grid = to_model_space(mip, z, proj.col_spacing_mm, space)
+    meta = make_meta(scan_id, source, path, level, grid, z, label_z, in_view, truth)
+    save_cached(folder, meta, image, z, dtype)
+    return meta
+
+
+def sample_rows(mip: np.ndarray, z_rows: np.ndarray, z_at: np.ndarray) -> np.ndarray:
+    """Rows of ``mip`` (at ``z_rows``, descending) linearly interpolated at ``z_at``."""
+    pos = np.interp(-np.asarray(z_at, dtype=np.float64), -z_rows, np.arange(z_rows.size, dtype=np.float64))
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, z_rows.size - 1)
+    i1 = np.minimum(i0 + 1, z_rows.size - 1)
+    f = (pos - i0)[:, None].astype(np.float32)
+    return (mip[i0] * (1 - f) + mip[i1] * f).astype(np.float32)

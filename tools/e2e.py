@@ -80,7 +80,7 @@ def evaluate_folder(locator: L3Locator, folder: Path) -> dict[str, Any]:
 
 
 def _levels(
-    truth: dict[str, Any], found: dict[str, dict[str, Any]], levels: tuple[str, ...], z_sl: np.ndarray
+    truth: dict[str, Any], found: dict[str, Any], levels: tuple[str, ...], z_sl: np.ndarray
 ) -> dict[str, dict[str, Any]]:
     """Every level of the model against the truth (thoracic names counted up from the lowest rib)."""
     verts = rib_relative(truth.get("vertebrae") or {})
@@ -89,7 +89,8 @@ def _levels(
     for m in levels:
         v = verts.get(m)
         in_view = bool(v is not None and lo <= float(v["z_center"]) <= hi)
-        z = found.get(m, {}).get("z_mm")
+        lv = found.get(m)  # a LevelResult (or a dict): both answer ["z_mm"]
+        z = float(lv["z_mm"]) if lv is not None and lv["z_mm"] is not None else None
         row: dict[str, Any] = {"in_view": in_view, "found": z is not None, "error_mm": None, "in_body": None}
         if in_view and v is not None and z is not None:
             row["error_mm"] = round(abs(z - float(v["z_center"])), 3)

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from tools.build_cache import parse_mix, phantom_seed, pick_region, sample_rows
+from tools.cache_phantoms import parse_mix, phantom_seed, pick_region
+from tools.cache_writer import sample_rows
 from tools.truth import truth_slices
 
 ANNOTATORS = ("annotator_a", "annotator_b")

@@ -42,6 +42,14 @@ SeriesOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per scan on stdout.")]
 OutOpt = Annotated[Path | None, typer.Option(help="Append results to this .csv or .jsonl file.")]
 QaOpt = Annotated[Path | None, typer.Option(help="Write one QA picture (PNG) per scan into this folder.")]
+QaAxialOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="With --qa: also axial thumbnails at every level found and N steps (>= 2.5 mm) each side, for "
+        "the review page's axial view (0: none).",
+    ),
+]
 ResumeOpt = Annotated[bool, typer.Option(help="Skip scans that already have an error-free row in --out.")]
 FromListOpt = Annotated[
     Path | None,
@@ -117,6 +125,7 @@ def predict(
     as_json: JsonOpt = False,
     out: OutOpt = None,
     qa: QaOpt = None,
+    qa_axial: QaAxialOpt = 0,
     resume: ResumeOpt = False,
     from_list: FromListOpt = None,
     workers: WorkersOpt = None,
@@ -162,6 +171,7 @@ def predict(
             series_uid=None if series == "all" else series,
             all_series=series == "all",
             qa_dir=os.path.abspath(qa) if qa else None,  # absolute: workers elsewhere write there too
+            qa_axial=qa_axial,
             level=level,
             export_dir=os.path.abspath(export) if export else None,
             export_neighbours=export_neighbours,

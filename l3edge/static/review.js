@@ -11,7 +11,7 @@
   var COLS = ['path', 'series_instance_uid', 'level', 'decision', 'z_mm', 'slice_index', 'sop_instance_uid',
     'reviewer', 'time', 'results'];
   var DECISIONS = ['accept', 'correct', 'reject'];
-  var store = load(), cur = -1, level = D.level, geos = {};
+  var store = load(), cur = -1, level = D.level, geos = {}, noStrip = {};
   var index = {};
   D.scans.forEach(function (s, i) { index[skey(s.p, s.s)] = i; });
 
@@ -78,7 +78,7 @@
     var G = pic && geo(i), line = pic && pic.querySelector('.line');
     if (!G) { return; }
     var r = (d || i === cur) ? currentRow(i) : null;
-    if (r === null || (d && d.decision === 'reject')) { if (line) { line.hidden = true; } return; }
+    if (r === null || (d && d.decision === 'reject')) { if (line) { line.hidden = true; } axial(i, null); return; }
     if (!line) { line = document.createElement('div'); pic.appendChild(line); }
     var img = pic.querySelector('img'), s = img.clientHeight / G.g.h;
     line.className = 'line' + (d ? '' : ' model');
@@ -87,6 +87,36 @@
     line.style.width = (G.g.mw * s) + 'px';
     c.dataset.row = r;
     if (i === cur) { root.row = r; }
+    axial(i, r);
+  }
+  function nearestTile(T, z) {  // the thumbnail nearest z, or -1 when none is within a step (between levels)
+    var j = -1, bd = Infinity, tz = T.zs || (T.zs = expand(T.z));
+    for (var t = 0; t < tz.length; t++) { var dz = Math.abs(tz[t] - z); if (dz < bd) { bd = dz; j = t; } }
+    return bd <= T.s + 0.01 ? j : -1;
+  }
+  function axial(i, r) {  // the thumbnail (predict --qa-axial) nearest the line's z, over the picture's own slice
+    var c = cards[i], pic = c.querySelector('.pic'), G = geo(i), A = G && G.g.ax, box = pic.querySelector('.ax');
+    var j = A && A.v && A.t && r !== null && !noStrip[i] ? nearestTile(A.t, G.z[r]) : -1;
+    if (j < 0) {  // none: the picture's own slice shows
+      if (box) { box.hidden = true; }
+      delete c.dataset.ax; if (i === cur) { delete root.ax; }
+      return;
+    }
+    if (!box) {  // the strip is fetched when a card first shows it
+      box = document.createElement('div'); box.className = 'ax';
+      var strip = document.createElement('img'), tag = document.createElement('span');
+      strip.alt = ''; strip.addEventListener('error', function () { noStrip[i] = 1; draw(i); });
+      strip.src = A.t.f; box.appendChild(strip); box.appendChild(tag); pic.appendChild(box);
+    }
+    var s = pic.querySelector(':scope > img').clientHeight / G.g.h, w = A.v[2] * s, h = A.v[3] * s;
+    var im = box.firstChild;
+    box.hidden = false;
+    box.style.left = A.v[0] * s + 'px'; box.style.top = A.v[1] * s + 'px';
+    box.style.width = w + 'px'; box.style.height = h + 'px';
+    im.style.width = w * A.t.zs.length + 'px'; im.style.height = h + 'px'; im.style.left = -j * w + 'px';
+    box.lastChild.textContent = 'z ' + A.t.zs[j].toFixed(1);
+    c.dataset.ax = j;
+    if (i === cur) { root.ax = j; }
   }
   function visible(i) { return !cards[i].hidden; }
   function setCur(i) {
