@@ -32,7 +32,7 @@ from typing import Any
 from l3edge.errors import L3EdgeError, UsageError
 from tools.data import load_cache
 from tools.pipeline import evaluate_scans, load_model, load_refiner
-from tools.summary import choose_review_below, markdown_table, pm, table_row
+from tools.summary import choose_review_below, choose_review_youden, markdown_table, pm, table_row
 
 log = logging.getLogger("tools.evaluate")
 PER_SCAN_MAX = 50
@@ -248,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         help="print the confidence threshold under which no found scan left unflagged is outside the body "
         "(run it on validation scans; export the model with --review-below that value)",
     )
+    ap.add_argument(
+        "--review-rule",
+        choices=["youden", "normal-misses"],
+        default="youden",
+        help="the rule of --choose-review-below: youden (the threshold that best separates wrong from right "
+        "answers, all anatomy; model 0.4.0) or normal-misses (no unflagged miss on normal anatomy; 0.3.0)",
+    )
     ap.add_argument("--level", help="level to evaluate (default: the model's)")
     ap.add_argument("--no-mirror", action="store_true", help="skip the mirrored second pass")
     cv = ap.add_argument_group(
@@ -314,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     report(rep, a.json, a.per_scan)
     if a.choose_review_below:
-        print("review threshold: " + json.dumps(choose_review_below(rep["scans"])))
+        choose = choose_review_youden if a.review_rule == "youden" else choose_review_below
+        print("review threshold: " + json.dumps(choose(rep["scans"])))
     return 0
 
 

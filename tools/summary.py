@@ -70,6 +70,41 @@ def choose_review_below(results: list[dict[str, Any]], margin: float = 0.02) -> 
     }
 
 
+def choose_review_youden(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The confidence threshold that best separates wrong answers from right ones (Youden's J: the share of
+    wrong answers flagged minus the share of right ones flagged, largest), over every found scan, transitional
+    anatomy included: a right answer is found inside the body of the level in view, a wrong one is any other
+    found answer (outside the body, or the level not in view at all).
+
+    Scans flagged for another reason count as flagged whatever their confidence. J is constant between two
+    neighbouring confidences; the threshold is the middle of the best such gap, so that it does not sit on
+    one scan's confidence. Choose it on validation scans, never on the test set."""
+    found = [r for r in results if r["found"]]
+    right = [bool(r["in_view"] and r["in_body"]) for r in found]
+    n_right, n_wrong = sum(right), len(right) - sum(right)
+    if not n_right or not n_wrong:
+        return {"review_below": 0.0, "found": len(found), "right": n_right, "wrong": n_wrong}
+    conf = np.array([r["confidence"] for r in found], dtype=np.float64)
+    other = np.array([bool(r.get("review_other")) for r in found])
+    ok = np.array(right)
+    cuts = np.unique(np.concatenate([[0.0], conf, [1.0 + 1e-9]]))
+    best = (-2.0, 0.0, 0, 0)
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        t = 0.5 * (lo + hi)
+        flagged = other | (conf < t)
+        j = flagged[~ok].mean() - flagged[ok].mean()
+        if j > best[0] + 1e-12:
+            best = (float(j), round(float(t), 4), int(flagged[ok].sum()), int(flagged[~ok].sum()))
+    return {
+        "review_below": best[1],
+        "youden_j": round(best[0], 4),
+        "right": n_right,
+        "right_flagged": best[2],
+        "wrong": n_wrong,
+        "wrong_flagged": best[3],
+    }
+
+
 def _levels_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     names: list[str] = []
     for r in results:

@@ -1,0 +1,41 @@
+"""The review-threshold rules of tools.evaluate --choose-review-below (tools.summary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tools.summary import choose_review_below, choose_review_youden
+
+
+def _scan(conf: float, right: bool, other: bool = False, variants: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "found": True,
+        "in_view": True,
+        "in_body": right,
+        "confidence": conf,
+        "review_other": other,
+        "outcome": "hit",
+        "variants": variants or [],
+    }
+
+
+def test_youden_takes_the_middle_of_the_gap_that_separates_wrong_from_right() -> None:
+    scans = [_scan(c, True) for c in (0.2, 0.85, 0.9, 0.95, 0.97)] + [_scan(c, False) for c in (0.1, 0.3, 0.75)]
+    got = choose_review_youden(scans)
+    assert got["review_below"] == round((0.75 + 0.85) / 2, 4)
+    assert (got["right_flagged"], got["wrong_flagged"]) == (1, 3)
+    # The normal-misses rule puts the threshold above the worst miss instead.
+    assert choose_review_below(scans)["review_below"] == 0.77
+
+
+def test_youden_counts_other_flags_and_a_wrong_level_not_in_view() -> None:
+    scans = [_scan(c, True) for c in (0.6, 0.7, 0.9)] + [_scan(0.95, False, other=True)]
+    not_in_view = {**_scan(0.4, False), "in_view": False, "in_body": None}
+    got = choose_review_youden([*scans, not_in_view])
+    # The high-confidence miss is flagged anyway; the one not in view is wrong and lies below every right one.
+    assert got["wrong"] == 2 and got["wrong_flagged"] == 2 and got["right_flagged"] == 0
+    assert 0.4 < got["review_below"] <= 0.6
+
+
+def test_youden_without_both_kinds_flags_nothing() -> None:
+    assert choose_review_youden([_scan(0.5, True)])["review_below"] == 0.0
