@@ -20,7 +20,9 @@ def _scan(conf: float, right: bool, other: bool = False, variants: list[str] | N
 
 
 def test_youden_takes_the_middle_of_the_gap_that_separates_wrong_from_right() -> None:
-    scans = [_scan(c, True) for c in (0.2, 0.85, 0.9, 0.95, 0.97)] + [_scan(c, False) for c in (0.1, 0.3, 0.75)]
+    scans = [_scan(c, True) for c in (0.2, 0.85, 0.9, 0.95, 0.97)] + [
+        _scan(c, False) for c in (0.1, 0.3, 0.75)
+    ]
     got = choose_review_youden(scans)
     assert got["review_below"] == round((0.75 + 0.85) / 2, 4)
     assert (got["right_flagged"], got["wrong_flagged"]) == (1, 3)
