@@ -18,15 +18,12 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 
 import numpy as np
-from PIL import Image
 
 from l3edge.errors import InputError
+from l3edge.gray import SOFT_TISSUE_HU, to_gray
 from l3edge.result import L3Result
 from l3edge.series import SeriesInfo
 from l3edge.slices import SliceReader, slice_reader
-
-SOFT_TISSUE_HU = (40.0 - 200.0, 40.0 + 200.0)
-"""Window of the PNG: W400/L40."""
 
 
 def scan_name(path: str) -> str:
@@ -52,9 +49,7 @@ def _write_atomic(out: Path, write: Callable[[Path], None]) -> Path:
 
 def slice_png(hu: np.ndarray, out: Path) -> Path:
     """Save an axial slice (HU, rows anterior -> posterior, columns patient right -> left) as an 8-bit PNG."""
-    lo, hi = SOFT_TISSUE_HU
-    v = np.clip((np.asarray(hu, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
-    img = Image.fromarray((v * 255.0 + 0.5).astype(np.uint8), mode="L")
+    img = to_gray(hu, *SOFT_TISSUE_HU)
     return _write_atomic(out, lambda tmp: img.save(tmp, format="PNG"))
 
 

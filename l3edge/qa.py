@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
+from l3edge.gray import SOFT_TISSUE_HU, to_gray
 from l3edge.numeric import median
 from l3edge.result import L3Result
 from l3edge.series import Projection
@@ -31,8 +32,6 @@ NOTE_H_PX = 18
 
 MIP_WINDOW_HU = (-200.0, 1500.0)
 """HU range of the MIP picture (as in the shared reference MIPs)."""
-SOFT_TISSUE_HU = (40.0 - 200.0, 40.0 + 200.0)
-"""Soft-tissue window W400/L40 for the axial slice."""
 PANEL_GAP_PX = 8
 """Gap between the MIP and the axial slice."""
 MIN_HEIGHT_PX = 384
@@ -49,11 +48,6 @@ def qa_filename(path: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "scan"
     digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
     return f"{stem}-{digest}.png"
-
-
-def _to_gray(values: np.ndarray, lo: float, hi: float) -> Image.Image:
-    v = np.clip((np.asarray(values, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
-    return Image.fromarray((v * 255.0 + 0.5).astype(np.uint8), mode="L")
 
 
 def _layout(projection: Projection) -> tuple[float, float, float, int, int]:
@@ -86,10 +80,10 @@ def render_qa(projection: Projection, result: L3Result, axial_hu: np.ndarray | N
     """
     z_mm, level = result.z_mm, result.level
     scale, z_top, height_mm, mip_h, mip_w = _layout(projection)
-    mip = _to_gray(projection.mip_hu, *MIP_WINDOW_HU).resize((mip_w, mip_h), Image.Resampling.BILINEAR)
+    mip = to_gray(projection.mip_hu, *MIP_WINDOW_HU).resize((mip_w, mip_h), Image.Resampling.BILINEAR)
     panels = [mip.convert("RGB")]
     if z_mm is not None and axial_hu is not None:
-        ax = _to_gray(axial_hu, *SOFT_TISSUE_HU)
+        ax = to_gray(axial_hu, *SOFT_TISSUE_HU)
         ax_h = max(mip_h, MIN_HEIGHT_PX)
         ax_w = max(1, round(ax.width * ax_h / max(ax.height, 1)))
         panels.append(ax.resize((ax_w, ax_h), Image.Resampling.BILINEAR).convert("RGB"))

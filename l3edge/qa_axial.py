@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from l3edge.gray import SOFT_TISSUE_HU, to_gray
 from l3edge.result import L3Result
 from l3edge.review import SPINE_ORDER
 from l3edge.series import Projection
@@ -32,8 +33,6 @@ MIN_STEP_MM = 2.5
 LEVEL_REACH = 2
 """Levels above and below the result's own that get thumbnails too."""
 JPEG_QUALITY = 80
-SOFT_TISSUE_HU = (40.0 - 200.0, 40.0 + 200.0)
-"""W400/L40, as the QA picture's axial slice."""
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,7 @@ def tile_rows(projection: Projection, result: L3Result, each: int) -> list[int]:
 
 
 def _tile(hu: np.ndarray, tile_w: int) -> Image.Image:
-    lo, hi = SOFT_TISSUE_HU
-    v = np.clip((np.asarray(hu, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
-    img = Image.fromarray((v * 255.0 + 0.5).astype(np.uint8), mode="L")
-    return img.resize((tile_w, TILE_H_PX), Image.Resampling.BILINEAR)
+    return to_gray(hu, *SOFT_TISSUE_HU).resize((tile_w, TILE_H_PX), Image.Resampling.BILINEAR)
 
 
 def read_strip(projection: Projection, result: L3Result, slices: SliceReader, each: int) -> AxialStrip | None:
