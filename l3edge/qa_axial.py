@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from l3edge.gray import SOFT_TISSUE_HU, to_gray
+from l3edge.numeric import median
 from l3edge.result import L3Result
 from l3edge.review import SPINE_ORDER
 from l3edge.series import Projection
@@ -50,7 +51,7 @@ class AxialStrip:
 
 def _step(z: np.ndarray) -> tuple[int, float]:
     """(rows, mm) between neighbouring tiles: one slice, or enough slices to make :data:`MIN_STEP_MM`."""
-    pitch = float(np.median(np.abs(np.diff(z)))) if z.size > 1 else MIN_STEP_MM
+    pitch = median(np.abs(np.diff(z))) if z.size > 1 else MIN_STEP_MM
     step = max(1, int(np.ceil(MIN_STEP_MM / max(pitch, 1e-6) - 1e-6)))
     return step, step * pitch
 

@@ -51,14 +51,17 @@ class SliceReader:
         Raises:
             InputError: the row is out of range or the file can no longer be read.
         """
-        if not 0 <= row < self.n_rows:
-            raise InputError(f"{self.series.path}: row {row} is outside the scan's {self.n_rows} slices")
+        self._check_row(row)
         if row in self._axial:
             return self._axial[row]
         hu = self._read(row)
         if keep:
             self._axial[row] = hu
         return hu
+
+    def _check_row(self, row: int) -> None:
+        if not 0 <= row < self.n_rows:
+            raise InputError(f"{self.series.path}: row {row} is outside the scan's {self.n_rows} slices")
 
     def read_many(self, rows: list[int]) -> dict[int, np.ndarray]:
         """The axial slices of ``rows`` (as :meth:`read_axial`; those not already kept are not kept).
@@ -129,8 +132,7 @@ class NiftiSlices(SliceReader):
         from l3edge import nifti
 
         for r in rows:
-            if not 0 <= r < self.n_rows:
-                raise InputError(f"{self.series.path}: row {r} is outside the scan's {self.n_rows} slices")
+            self._check_row(r)
         todo = [r for r in rows if r not in self._axial]
         by_k = nifti.read_slices_hu(self.series.path, [self.series.slice_index[r] for r in todo])
         got = {r: by_k[self.series.slice_index[r]] for r in todo}

@@ -29,6 +29,7 @@ from typing import Any
 
 from l3edge.corrections import COLUMNS
 from l3edge.errors import InputError, L3EdgeError
+from l3edge.qa import geometry_path
 from l3edge.report import latest, qa_file, read_results
 from l3edge.review import level_fields, results_key
 from tools.data import TRUTH_NAME
@@ -39,7 +40,7 @@ def _geometry(d: dict[str, Any], results_dir: Path) -> dict[str, Any]:
     png = qa_file(d, results_dir)
     if png is None:
         raise InputError(f"{d['path']}: no QA picture to take the slice from: run predict with --qa DIR")
-    return dict(json.loads(png.with_suffix(".json").read_text(encoding="utf-8")))
+    return dict(json.loads(geometry_path(png).read_text(encoding="utf-8")))
 
 
 def decide(d: dict[str, Any], truth: dict[str, Any], level: str, results_dir: Path) -> dict[str, Any]:
@@ -108,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="corrections.csv to write")
     ap.add_argument("--level", default="L3", help="the level decided (default L3)")
     ap.add_argument("--reviewer", default="sim", help="the reviewer column (default sim)")
-    ap.add_argument("--seed", type=int, default=0, help="unused: the simulation is deterministic")
     a = ap.parse_args(argv)
     try:
         counts = simulate(a.results, a.out, a.level.upper(), a.reviewer)
