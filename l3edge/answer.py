@@ -19,7 +19,7 @@ from l3edge.metadata import ModelMetadata
 from l3edge.numeric import median
 from l3edge.place import PlacedLevel, place_levels, review_below
 from l3edge.preprocess import normalize, to_model_space
-from l3edge.refine import refine_zs
+from l3edge.refine import reach_px, refine_zs
 from l3edge.result import L3Result, LevelResult
 from l3edge.runtime import OVModel
 from l3edge.series import Projection
@@ -167,7 +167,8 @@ def refine(refiner: OVModel, projection: Projection, z_mm: list[float]) -> list[
     space = rmeta.space
     h = space.window_height_px
     # Only the rows the refiner's windows can reach go to its (finer) model space.
-    reach = (h / 2 + max(abs(s) for s in rmeta.refine_shifts_px) + 2) * space.mm_per_px
+    assert rmeta.refine_band is not None
+    reach = (reach_px(h, rmeta.refine_band, rmeta.refine_shifts_px) + 2) * space.mm_per_px
     z = np.asarray(projection.z_mm)
     reach += median(np.abs(np.diff(z))) if z.size > 1 else 0.0  # one slice more each side
     keep = np.flatnonzero((z >= min(z_mm) - reach) & (z <= max(z_mm) + reach))
@@ -175,7 +176,6 @@ def refine(refiner: OVModel, projection: Projection, z_mm: list[float]) -> list[
         return list(z_mm)
     rows = slice(int(keep[0]), int(keep[-1]) + 1)
     image, grid = to_model_space(projection.mip_hu[rows], z[rows], projection.col_spacing_mm, space)
-    assert rmeta.refine_band is not None
     channels = normalize(image, space)
     return refine_zs(refiner.run, channels, grid, list(z_mm), h, rmeta.refine_band, rmeta.refine_shifts_px)
 

@@ -8,7 +8,7 @@ Mirroring: the MIP and its left-right mirror show the same spine, so a sound mod
 same row in both. The answer uses the mean of the two predictions per window; how far apart the two separate
 answers lie is reported (``mirror_shift_mm``).
 
-Confidence of a level, in [0, 1] (``CONFIDENCE_VERSION`` 2): its mean presence over the fitted ramp, times
+Confidence of a level, in [0, 1] (``CONFIDENCE_VERSION`` 3): its mean presence over the fitted ramp, times
 the ramp correlation, times how well the level agrees with the ladder of the other levels, and (lumbar
 levels) whether the count from the last rib and the count from the sacrum agree and whether the scan shows
 both ends to count from (lowest rib-bearing vertebra and sacrum); a level near either end of the scan loses
@@ -42,9 +42,10 @@ from l3edge.sliding import RunFn, predict_images
 
 RefineFn = Callable[[list[float]], list[float]]
 """Coarse patient z of several levels -> refined z (unchanged where the refiner does not agree)."""
-CONFIDENCE_VERSION = 2
+CONFIDENCE_VERSION = 3
 """Version of the confidence formula; a model whose metadata ``extra["confidence"]`` equals it had its
-``review_below`` chosen for this formula (``tools/export.py`` writes it)."""
+``review_below`` chosen for this formula (``tools/export.py`` writes it). Version 3: the same factors as 2,
+on answers refined to a fixed point (``l3edge.refine``), which changes the crop shifts they see."""
 REVIEW_BELOW = 0.7284
 """The runtime's review threshold for models whose ``review_below`` was chosen for another confidence
 formula (chosen on the validation phantoms with model 0.3.0: models/README.md, "Review threshold")."""

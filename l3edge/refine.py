@@ -7,6 +7,15 @@ training band). It runs on a few windows shifted around the coarse estimate; eac
 falls inside the band gives one estimate of the row, and their median is the refined row. When no window
 agrees, the coarse estimate stands. A refiner trained on "the vertebral body nearest the window centre"
 (metadata level ``any``) refines every level a multi-level model places, all in one batch.
+
+**To a fixed point.** One pass depends on where it starts: on real CT, two coarse estimates a few millimetres
+apart (the same scan cropped at one end, or with every second slice) refined to answers up to 0.19 of a
+level's pitch apart, where phantoms agreed within 0.05. So the windows are placed again around the refined
+row, and again, until no estimate moves by more than ``REFINE_TOLERANCE_PX`` or after ``REFINE_PASSES``
+passes; each pass runs only the estimates that still moved. With three passes the 16 cropped and thinned
+variants of the two real_dev scans with L3 moved at most 0.06 pitch (one pass: 0.19) and every variant's L3
+lay within 3 mm of the truth's centre (one pass: 12.6 mm); the validation phantoms' right answers moved
+less under crops and the wrong ones as much as before (models/README.md, "Refining to a fixed point").
 """
 
 from __future__ import annotations
@@ -19,6 +28,10 @@ from l3edge.numeric import median, unique_sorted
 from l3edge.preprocess import RowGrid, cut_windows
 
 RunFn = Callable[[np.ndarray], np.ndarray]
+REFINE_PASSES = 3
+"""At most this many refiner passes per estimate (see the module docstring)."""
+REFINE_TOLERANCE_PX = 0.5
+"""An estimate that moves less than this (fine model pixels) in a pass has converged."""
 
 
 def refine_rows(
@@ -59,6 +72,19 @@ def refine_rows(
     return result
 
 
+def reach_px(
+    window_height: int,
+    band: tuple[float, float],
+    shifts_px: tuple[int, ...] | np.ndarray,
+    passes: int = REFINE_PASSES,
+) -> float:
+    """How far (fine model pixels) from a coarse estimate the windows of ``passes`` passes can reach: half a
+    window and the largest shift, plus, for each later pass, the most one pass can move an estimate."""
+    shift = float(np.max(np.abs(np.asarray(shifts_px)))) if np.size(shifts_px) else 0.0
+    step = shift + max(abs(band[0] - 0.5), abs(band[1] - 0.5)) * window_height
+    return window_height / 2 + shift + (max(passes, 1) - 1) * step
+
+
 def refine_zs(
     run: RunFn,
     channels: np.ndarray,
@@ -67,13 +93,30 @@ def refine_zs(
     window_height: int,
     band: tuple[float, float],
     shifts_px: tuple[int, ...] | np.ndarray,
+    passes: int = REFINE_PASSES,
 ) -> list[float]:
-    """:func:`refine_rows` in patient z: each coarse z in ``z_mm`` refined on ``channels`` (the fine
-    model-space image whose rows ``grid`` maps), or unchanged where no window agrees. The runtime and
-    ``tools/`` both use it.
+    """:func:`refine_rows` in patient z, repeated to a fixed point: each coarse z in ``z_mm`` refined on
+    ``channels`` (the fine model-space image whose rows ``grid`` maps) for at most ``passes`` passes, or
+    unchanged where no window agrees with the first pass. A later pass whose windows do not agree keeps the
+    previous answer. The runtime and ``tools/`` both use it.
     """
     rows = [float(np.asarray(grid.z_to_row(v))) for v in z_mm]
-    out = refine_rows(run, channels, rows, window_height, band, np.asarray(shifts_px))
+    refined = [False] * len(rows)
+    active = list(range(len(rows)))
+    for _ in range(max(passes, 1)):
+        out = refine_rows(
+            run, channels, [rows[i] for i in active], window_height, band, np.asarray(shifts_px)
+        )
+        moved = []
+        for i, o in zip(active, out, strict=True):
+            if o is None:
+                continue
+            if abs(o[0] - rows[i]) > REFINE_TOLERANCE_PX:
+                moved.append(i)
+            rows[i], refined[i] = o[0], True
+        active = moved
+        if not active:
+            break
     return [
-        v if o is None else float(np.asarray(grid.row_to_z(o[0]))) for v, o in zip(z_mm, out, strict=True)
+        float(np.asarray(grid.row_to_z(r))) if ok else v for v, r, ok in zip(z_mm, rows, refined, strict=True)
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tools.summary import choose_review_below, choose_review_youden
+from tools.summary import choose_review_below, choose_review_pooled, choose_review_youden
 
 
 def _scan(conf: float, right: bool, other: bool = False, variants: list[str] | None = None) -> dict[str, Any]:
@@ -41,3 +41,32 @@ def test_youden_counts_other_flags_and_a_wrong_level_not_in_view() -> None:
 
 def test_youden_without_both_kinds_flags_nothing() -> None:
     assert choose_review_youden([_scan(0.5, True)])["review_below"] == 0.0
+
+
+def _real(conf: float, inside: bool = True, has_l3: bool = True, other: bool = False) -> dict[str, Any]:
+    return {"found": True, "has_l3": has_l3, "inside": inside, "confidence": conf, "review_other": other}
+
+
+def test_pooled_keeps_the_threshold_below_real_right_answers() -> None:
+    # Phantoms: right answers near 1, one wrong answer just under them that phantoms alone would flag.
+    scans = [_scan(c, True) for c in (0.3, 0.97, 0.98, 0.99, 0.99, 0.995)] + [
+        _scan(c, False) for c in (0.2, 0.6, 0.96)
+    ]
+    alone = choose_review_youden(scans)
+    assert alone["review_below"] == round((0.96 + 0.97) / 2, 4)
+    # Real scans: right answers at 0.90-0.95, where that threshold would flag every one.
+    real = [_real(c) for c in (0.9, 0.92, 0.95)]
+    got = choose_review_pooled(scans, real)
+    assert got["review_below"] == round((0.6 + 0.9) / 2, 4)
+    assert (got["right_real_flagged"], got["right_phantoms_flagged"]) == (0, 1)
+    assert (got["wrong"], got["wrong_flagged"]) == (3, 2)
+
+
+def test_pooled_counts_real_wrong_answers_and_other_flags() -> None:
+    scans = [_scan(c, True) for c in (0.8, 0.9)] + [_scan(0.5, False)]
+    real = [_real(0.85), _real(0.7, inside=False), _real(0.95, has_l3=False, other=True)]
+    got = choose_review_pooled(scans, real)
+    # wrong: the phantom at 0.5, the real miss at 0.7 and L3 found in a scan without it (flagged anyway)
+    assert got["wrong"] == 3 and got["wrong_flagged"] == 3
+    assert 0.7 < got["review_below"] <= 0.8
+    assert choose_review_pooled([_scan(0.5, True)], [])["review_below"] == 0.0

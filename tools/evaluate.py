@@ -32,7 +32,14 @@ from typing import Any
 from l3edge.errors import L3EdgeError, UsageError
 from tools.data import load_cache
 from tools.pipeline import evaluate_scans, load_model, load_refiner
-from tools.summary import choose_review_below, choose_review_youden, markdown_table, pm, table_row
+from tools.summary import (
+    choose_review_below,
+    choose_review_pooled,
+    choose_review_youden,
+    markdown_table,
+    pm,
+    table_row,
+)
 
 log = logging.getLogger("tools.evaluate")
 PER_SCAN_MAX = 50
@@ -253,7 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=["youden", "normal-misses"],
         default="youden",
         help="the rule of --choose-review-below: youden (the threshold that best separates wrong from right "
-        "answers, all anatomy; model 0.4.0) or normal-misses (no unflagged miss on normal anatomy; 0.3.0)",
+        "answers, all anatomy; model 0.4.0; with --real-variants, real right answers weigh as much as the "
+        "phantoms': model 0.5.0) or normal-misses (no unflagged miss on normal anatomy; 0.3.0)",
+    )
+    ap.add_argument(
+        "--real-variants",
+        type=Path,
+        help="tools.realdev --json rows of real scans (e.g. --variants of real_dev) to pool with the cache's "
+        "scans in --choose-review-below (youden rule)",
     )
     ap.add_argument("--level", help="level to evaluate (default: the model's)")
     ap.add_argument("--no-mirror", action="store_true", help="skip the mirrored second pass")
@@ -321,8 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     report(rep, a.json, a.per_scan)
     if a.choose_review_below:
-        choose = choose_review_youden if a.review_rule == "youden" else choose_review_below
-        print("review threshold: " + json.dumps(choose(rep["scans"])))
+        if a.review_rule == "normal-misses":
+            chosen = choose_review_below(rep["scans"])
+        elif a.real_variants is not None:
+            chosen = choose_review_pooled(rep["scans"], json.loads(a.real_variants.read_text()))
+        else:
+            chosen = choose_review_youden(rep["scans"])
+        print("review threshold: " + json.dumps(chosen))
     return 0
 
 

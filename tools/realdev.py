@@ -1,12 +1,18 @@
 """Real scans with known L3 (``../shared/data/real_dev``, read its README) through the runtime itself.
 
     python -m tools.realdev [--model M.xml] [--root ../shared/data/real_dev] [--no-refine] [--json out.json]
+    python -m tools.realdev --variants /tmp/variants [--model M.xml] --json variants.json
+
 
 For each scan folder: ``L3Locator.predict`` (the folder's ``series_with_l3`` from truth.json is passed as the
 series when the truth names one), then the error against ``l3_centre_z_mm``, inside the L3 body or not, the
 confidence and review flag, every level found, and the answer on the left-right mirrored MIP (a stable model
-gives the same answer). Scans without L3 must be reported not found. These scans are for checking, never for
-training or tuning.
+gives the same answer). Scans without L3 must be reported not found.
+
+``--variants DIR`` runs the cropped and thinned variants that ``../shared/tools/stability.py --keep DIR``
+wrote (sub-folders ``SCAN__VARIANT``; each takes the truth of ``SCAN``) instead of the scans themselves. Their
+rows (``--json``) are the real-looking side of the review threshold's choice (``tools.evaluate
+--choose-review-below --real-variants``), as issue 18 asks. These scans are never used for training.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from l3edge.errors import L3EdgeError
+from l3edge.errors import L3EdgeError, UsageError
 from l3edge.locator import L3Locator
+from l3edge.place import review_below
 from l3edge.scan import read_projection
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_dev"
@@ -36,6 +43,7 @@ def check(locator: L3Locator, folder: Path, truth: dict[str, Any]) -> dict[str, 
         "z_mm": r.z_mm,
         "confidence": r.confidence,
         "review": r.review,
+        "review_other": bool(r.review and r.confidence >= review_below(locator.metadata)),
         "levels": {k: v["z_mm"] for k, v in r.levels.items()},
         "warnings": list(r.warnings),
         "mirrored_z_mm": m.z_mm,
@@ -66,6 +74,16 @@ def _line(row: dict[str, Any]) -> str:
     )
 
 
+def _variant_dirs(root: Path, truth: dict[str, Any]) -> list[Path]:
+    """The sub-folders ``SCAN__VARIANT`` of ``root`` whose SCAN truth.json knows."""
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder")
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and d.name.split("__")[0] in truth)
+    if not dirs:
+        raise UsageError(f"{root} has no SCAN__VARIANT folders of the scans in truth.json")
+    return dirs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m tools.realdev",
@@ -76,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     ap.add_argument("--no-refine", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--variants", type=Path, help="run the variants stability.py --keep wrote here instead")
     a = ap.parse_args(argv)
     truth_path = a.root / "truth.json"
     if not truth_path.is_file():
@@ -84,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     truth = json.loads(truth_path.read_text())
     try:
         locator = L3Locator.load(a.model, refine=not a.no_refine)
-        rows = [check(locator, a.root / name, t) for name, t in sorted(truth.items())]
+        if a.variants is None:
+            rows = [check(locator, a.root / name, t) for name, t in sorted(truth.items())]
+        else:
+            rows = [check(locator, d, truth[d.name.split("__")[0]]) for d in _variant_dirs(a.variants, truth)]
     except L3EdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -105,6 +105,53 @@ def choose_review_youden(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def choose_review_pooled(results: list[dict[str, Any]], real: list[dict[str, Any]]) -> dict[str, Any]:
+    """Youden's J over validation phantoms and real scans together (issue 18: a flag that means the same on
+    real CT): the share of wrong answers flagged (phantoms and real pooled) minus the mean of two shares of
+    right answers flagged, the phantoms' and the real scans' (``tools.realdev --json`` rows: ``found``,
+    ``inside``, ``has_l3``, ``confidence``, ``review_other``).
+
+    Right answers on real CT have lower confidences than on phantoms (their ladders fit less exactly, their
+    presence is lower), and a few wrong phantom answers (transitional spines counted wrongly with every check
+    agreeing) reach confidences no real answer has; Youden's J over phantoms alone then puts the threshold
+    among the real right answers. Weighting the real right answers like the phantoms' keeps it where both
+    domains say. Choose it on validation phantoms and real development scans, never on a test set."""
+    found = [r for r in results if r["found"]]
+    ok = [bool(r["in_view"] and r["in_body"]) for r in found]
+    conf = [float(r["confidence"]) for r in found]
+    other = [bool(r.get("review_other")) for r in found]
+    src = [0] * len(found)
+    for r in real:
+        if r.get("found"):
+            ok.append(bool(r.get("has_l3") and r.get("inside")))
+            conf.append(float(r["confidence"]))
+            other.append(bool(r.get("review_other")))
+            src.append(1)
+    c, o, y, s = (np.asarray(v) for v in (conf, other, ok, src))
+    groups = [y & (s == k) for k in (0, 1) if (y & (s == k)).any()]
+    if not groups or y.all():
+        return {"review_below": 0.0, "right": int(y.sum()), "wrong": int((~y).sum())}
+    cuts = np.unique(np.concatenate([[0.0], c, [1.0 + 1e-9]]))
+    best: tuple[float, float] = (-2.0, 0.0)
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        t = 0.5 * (lo + hi)
+        flagged = o | (c < t)
+        j = float(flagged[~y].mean() - np.mean([flagged[g].mean() for g in groups]))
+        if j > best[0] + 1e-12:
+            best = (j, round(float(t), 4))
+    flagged = o | (c < best[1])
+    return {
+        "review_below": best[1],
+        "youden_j": round(best[0], 4),
+        "right_phantoms": int((y & (s == 0)).sum()),
+        "right_phantoms_flagged": int((flagged & y & (s == 0)).sum()),
+        "right_real": int((y & (s == 1)).sum()),
+        "right_real_flagged": int((flagged & y & (s == 1)).sum()),
+        "wrong": int((~y).sum()),
+        "wrong_flagged": int((flagged & ~y).sum()),
+    }
+
+
 def _levels_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     names: list[str] = []
     for r in results:
