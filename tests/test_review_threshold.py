@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tools.summary import choose_review_below, choose_review_pooled, choose_review_youden
 
@@ -70,3 +73,16 @@ def test_pooled_counts_real_wrong_answers_and_other_flags() -> None:
     assert got["wrong"] == 3 and got["wrong_flagged"] == 3
     assert 0.7 < got["review_below"] <= 0.8
     assert choose_review_pooled([_scan(0.5, True)], [])["review_below"] == 0.0
+
+
+def test_evaluate_reads_the_real_rows_before_evaluating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools.evaluate import main
+
+    bad = tmp_path / "real.json"
+    bad.write_text("not json")
+    code = main(
+        ["no-such-model.xml", "--cache", str(tmp_path), "--choose-review-below", "--real-variants", str(bad)]
+    )
+    assert code == 2 and capsys.readouterr().err.startswith(f"error: cannot read {bad}")

@@ -292,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--calib-windows", type=int, default=300, help="INT8 calibration windows per fold")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    real = None
+    if a.real_variants is not None:
+        try:
+            real = json.loads(a.real_variants.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot read {a.real_variants}: {exc}", file=sys.stderr)
+            return UsageError.exit_code
     try:
         if a.folds:
             from tools.crossval import cross_validate
@@ -337,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.choose_review_below:
         if a.review_rule == "normal-misses":
             chosen = choose_review_below(rep["scans"])
-        elif a.real_variants is not None:
-            chosen = choose_review_pooled(rep["scans"], json.loads(a.real_variants.read_text()))
+        elif real is not None:
+            chosen = choose_review_pooled(rep["scans"], real)
         else:
             chosen = choose_review_youden(rep["scans"])
         print("review threshold: " + json.dumps(chosen))
