@@ -44,15 +44,17 @@ LOST = math.inf
 
 
 def cut_end(z: float, z_slices: np.ndarray, pitch_mm: float) -> str | None:
-    """``"head"`` or ``"foot"`` when the body centred at ``z`` is cut by that end of the scan, else None.
+    """``"head"`` or ``"foot"`` when the body centred at ``z`` is cut by that end of the scan, else None (the
+    body wholly inside, or wholly beyond the end). The centre itself may lie beyond the end.
 
     ``z_slices``: patient z of the slices, superior first (the head end is the largest z)."""
     if z_slices.size == 0:
         return None
     half = 0.5 * BODY_OF_PITCH * pitch_mm
-    if float(np.max(z_slices)) - z < half:
+    top, bottom = float(np.max(z_slices)), float(np.min(z_slices))
+    if -half < top - z < half:
         return "head"
-    if z - float(np.min(z_slices)) < half:
+    if -half < z - bottom < half:
         return "foot"
     return None
 

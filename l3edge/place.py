@@ -235,7 +235,17 @@ def place_levels(
         if multi and m.startswith("L") and not both_ends:
             conf *= ONE_COUNT
         if m not in z_coarse:
-            out[m] = PlacedLevel(m, False, None, None, 0.0, f.presence, f.ramp_r, f.source)
+            out[m] = PlacedLevel(
+                m,
+                False,
+                None,
+                None,
+                0.0,
+                f.presence,
+                f.ramp_r,
+                f.source,
+                cut=_cut_by_ladder(lad, m, grid, zs, mm),
+            )
             continue
         z = z_coarse[m]
         edge = min(z - zs.min(), zs.max() - z) if zs.size else EDGE_MM
@@ -257,6 +267,15 @@ def place_levels(
     if refine is not None:
         timings["refine"] = _ms(t3 - t2)
     return Placement(out, lad.counts_agree, lad.extra_segments, sacrum, timings, counted)
+
+
+def _cut_by_ladder(lad: Ladder, name: str, grid: RowGrid, zs: np.ndarray, mm: float) -> str | None:
+    """The end of the scan that cuts a level the model did not find, where the ladder of the levels it found
+    puts that level's body across the end (a pelvis CT that starts inside L3 shows half of it); else None."""
+    row = lad.levels[name].ladder_row
+    if not math.isfinite(row):
+        return None
+    return agreement.cut_end(float(np.asarray(grid.row_to_z(row))), zs, lad.pitch_mm(name, mm))
 
 
 def _refine_groups(refine: RefineFn, groups: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -76,13 +76,15 @@ def reach_px(
     window_height: int,
     band: tuple[float, float],
     shifts_px: tuple[int, ...] | np.ndarray,
-    passes: int = REFINE_PASSES,
+    passes: int | None = None,
 ) -> float:
-    """How far (fine model pixels) from a coarse estimate the windows of ``passes`` passes can reach: half a
-    window and the largest shift, plus, for each later pass, the most one pass can move an estimate."""
+    """How far (fine model pixels) from a coarse estimate the windows of ``passes`` passes (default
+    ``REFINE_PASSES``) can reach: half a window and the largest shift, plus, for each later pass, the most one
+    pass can move an estimate."""
     shift = float(np.max(np.abs(np.asarray(shifts_px)))) if np.size(shifts_px) else 0.0
     step = shift + max(abs(band[0] - 0.5), abs(band[1] - 0.5)) * window_height
-    return window_height / 2 + shift + (max(passes, 1) - 1) * step
+    n = REFINE_PASSES if passes is None else passes
+    return window_height / 2 + shift + (max(n, 1) - 1) * step
 
 
 def refine_zs(
@@ -93,17 +95,18 @@ def refine_zs(
     window_height: int,
     band: tuple[float, float],
     shifts_px: tuple[int, ...] | np.ndarray,
-    passes: int = REFINE_PASSES,
+    passes: int | None = None,
 ) -> list[float]:
     """:func:`refine_rows` in patient z, repeated to a fixed point: each coarse z in ``z_mm`` refined on
-    ``channels`` (the fine model-space image whose rows ``grid`` maps) for at most ``passes`` passes, or
+    ``channels`` (the fine model-space image whose rows ``grid`` maps) for at most ``passes`` passes
+    (default: ``REFINE_PASSES``, read at each call so that ``tools/bench_refine.py`` can compare), or
     unchanged where no window agrees with the first pass. A later pass whose windows do not agree keeps the
     previous answer. The runtime and ``tools/`` both use it.
     """
     rows = [float(np.asarray(grid.z_to_row(v))) for v in z_mm]
     refined = [False] * len(rows)
     active = list(range(len(rows)))
-    for _ in range(max(passes, 1)):
+    for _ in range(max(REFINE_PASSES if passes is None else passes, 1)):
         out = refine_rows(
             run, channels, [rows[i] for i in active], window_height, band, np.asarray(shifts_px)
         )

@@ -27,6 +27,9 @@ def test_a_body_the_scan_end_cuts_is_not_whole() -> None:
     assert agreement.cut_end(-14.0, Z, PITCH) is None  # 14 mm > 13.3 mm: the whole body is in view
     assert agreement.cut_end(-12.0, Z, PITCH) == "head"
     assert agreement.cut_end(-12.0, Z, 30.0) is None  # a smaller patient's shorter body is whole
+    assert agreement.cut_end(10.0, Z, PITCH) == "head"  # centre beyond the end, the body's lower part in view
+    assert agreement.cut_end(14.0, Z, PITCH) is None  # wholly beyond the head end
+    assert agreement.cut_end(-410.0, Z, PITCH) == "foot" and agreement.cut_end(-414.0, Z, PITCH) is None
 
 
 def test_crops_replace_one_end_by_the_padding() -> None:

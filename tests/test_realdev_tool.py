@@ -1,4 +1,4 @@
-"""tools.realdev --variants: which folders it runs, and its errors (the scans themselves live in ../shared)."""
+"""tools.realdev --variants: which folders it runs, and its errors (the scans live in ../shared)."""
 
 from __future__ import annotations
 

@@ -49,8 +49,9 @@ def test_a_converged_estimate_stops_and_one_no_window_agrees_with_stays() -> Non
     grid = RowGrid(z0_mm=0.0, mm_per_px=1.0)
     calls: list[int] = []
     run = _halfway_refiner(calls)
-    # 60.4 moves 0.4 rows (its window starts on a whole row; under the tolerance): done after one pass. 140: the window's estimate falls
-    # outside the band (a body more than a quarter window away), so the coarse answer stands.
+    # 60.4 moves 0.4 rows (its window starts on a whole row; under the tolerance): done after one pass.
+    # 140: the window's estimate falls outside the band (a body more than a quarter window away), so the
+    # coarse answer stands.
     got = refine_zs(run, _image(), grid, [-60.4, -140.0], H, BAND, (0,), passes=REFINE_PASSES)
     assert got == pytest.approx([-60.0, -140.0])
     assert calls == [2]
