@@ -14,8 +14,8 @@ level's pitch apart, where phantoms agreed within 0.05. So the windows are place
 row, and again, until no estimate moves by more than ``REFINE_TOLERANCE_PX`` or after ``REFINE_PASSES``
 passes; each pass runs only the estimates that still moved. With three passes the 16 cropped and thinned
 variants of the two real_dev scans with L3 moved at most 0.06 pitch (one pass: 0.19) and every variant's L3
-lay within 3 mm of the truth's centre (one pass: 12.6 mm); the validation phantoms' right answers moved
-less under crops and the wrong ones as much as before (models/README.md, "Refining to a fixed point").
+lay within 3 mm of the truth's centre (one pass: 12.6 mm), and 95% of the validation phantoms' right answers
+moved at most 0.05 pitch under the crops (one pass: 0.19; models/README.md, "Model 0.5.0").
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
     python -m tools.realdev [--model M.xml] [--root ../shared/data/real_dev] [--no-refine] [--json out.json]
     python -m tools.realdev --variants /tmp/variants [--model M.xml] --json variants.json
 
-
 For each scan folder: ``L3Locator.predict`` (the folder's ``series_with_l3`` from truth.json is passed as the
 series when the truth names one), then the error against ``l3_centre_z_mm``, inside the L3 body or not, the
 confidence and review flag, every level found, and the answer on the left-right mirrored MIP (a stable model
