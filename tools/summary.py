@@ -87,22 +87,33 @@ def choose_review_youden(results: list[dict[str, Any]]) -> dict[str, Any]:
     conf = np.array([r["confidence"] for r in found], dtype=np.float64)
     other = np.array([bool(r.get("review_other")) for r in found])
     ok = np.array(right)
+    j, t, flagged = _best_cut(conf, other, ~ok, [ok])
+    return {
+        "review_below": t,
+        "youden_j": j,
+        "right": n_right,
+        "right_flagged": int(flagged[ok].sum()),
+        "wrong": n_wrong,
+        "wrong_flagged": int(flagged[~ok].sum()),
+    }
+
+
+def _best_cut(
+    conf: np.ndarray, other: np.ndarray, wrong: np.ndarray, right_groups: list[np.ndarray]
+) -> tuple[float, float, np.ndarray]:
+    """Youden's J over thresholds: the share of ``wrong`` answers flagged minus the mean share of right ones
+    flagged over ``right_groups`` (masks), a scan being flagged when ``other`` or below the threshold. J is
+    constant between neighbouring confidences, so the threshold is the middle of the best gap. Returns J and
+    the threshold (both rounded to 4 places) and which scans that threshold flags."""
     cuts = np.unique(np.concatenate([[0.0], conf, [1.0 + 1e-9]]))
-    best = (-2.0, 0.0, 0, 0)
+    best: tuple[float, float, np.ndarray] = (-2.0, 0.0, other)
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         t = 0.5 * (lo + hi)
         flagged = other | (conf < t)
-        j = flagged[~ok].mean() - flagged[ok].mean()
+        j = float(flagged[wrong].mean() - np.mean([flagged[g].mean() for g in right_groups]))
         if j > best[0] + 1e-12:
-            best = (float(j), round(float(t), 4), int(flagged[ok].sum()), int(flagged[~ok].sum()))
-    return {
-        "review_below": best[1],
-        "youden_j": round(best[0], 4),
-        "right": n_right,
-        "right_flagged": best[2],
-        "wrong": n_wrong,
-        "wrong_flagged": best[3],
-    }
+            best = (j, float(t), flagged)
+    return round(best[0], 4), round(best[1], 4), best[2]
 
 
 def choose_review_pooled(results: list[dict[str, Any]], real: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,18 +142,10 @@ def choose_review_pooled(results: list[dict[str, Any]], real: list[dict[str, Any
     groups = [y & (s == k) for k in (0, 1) if (y & (s == k)).any()]
     if not groups or y.all():
         return {"review_below": 0.0, "right": int(y.sum()), "wrong": int((~y).sum())}
-    cuts = np.unique(np.concatenate([[0.0], c, [1.0 + 1e-9]]))
-    best: tuple[float, float] = (-2.0, 0.0)
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        t = 0.5 * (lo + hi)
-        flagged = o | (c < t)
-        j = float(flagged[~y].mean() - np.mean([flagged[g].mean() for g in groups]))
-        if j > best[0] + 1e-12:
-            best = (j, round(float(t), 4))
-    flagged = o | (c < best[1])
+    j, t, flagged = _best_cut(c, o, ~y, groups)
     return {
-        "review_below": best[1],
-        "youden_j": round(best[0], 4),
+        "review_below": t,
+        "youden_j": j,
         "right_phantoms": int((y & (s == 0)).sum()),
         "right_phantoms_flagged": int((flagged & y & (s == 0)).sum()),
         "right_real": int((y & (s == 1)).sum()),
